@@ -1,0 +1,45 @@
+"""The ``helpkit`` command: one verb per stage, each registered by its own module.
+
+Command modules import heavy libraries (TensorFlow, LightGBM, Docker) inside the
+command bodies, so ``helpkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from helpkit.errors import HelpkitError
+
+app = typer.Typer(
+    name="helpkit",
+    help="Whole-slide-image challenge toolkit: synth, index, train, heatmap, features, "
+    "ensemble, score, and Docker submissions that meet the platform contract.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app``)
+    data,
+    ensemble,
+    heatmap,
+    platform,
+    report,
+    scoring,
+    submission,
+    train,
+)
+
+for _module in (data, train, heatmap, ensemble, scoring, submission, platform, report):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: a HelpkitError becomes one line on stderr, exit 2."""
+    try:
+        app()
+    except HelpkitError as err:
+        print(f"helpkit: error: {err}", file=sys.stderr)
+        sys.exit(2)
