@@ -29,10 +29,11 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     report,
     scoring,
     submission,
+    synth,
     train,
 )
 
-for _module in (data, train, heatmap, ensemble, scoring, submission, platform, report):
+for _module in (synth, data, train, heatmap, ensemble, scoring, submission, platform, report):
     _module.register(app)
 
 
