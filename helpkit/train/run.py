@@ -1,0 +1,151 @@
+"""A training run on disk: ``run.json`` plus one ``fold_<k>/`` folder per fold.
+
+Layout (the interface the heatmap and ensemble stages read)::
+
+    RUN_DIR/run.json               name, architecture, level, patch_size, width, folds
+    RUN_DIR/fold_<k>/model.keras   the trained model (uint8 patches in, probability out)
+    RUN_DIR/fold_<k>/model.json    name, architecture, patch_size, level, normalisation,
+                                   config, metrics, fold, train_slides, val_slides
+    RUN_DIR/fold_<k>/log.csv       per-epoch loss/accuracy/AUC (train and validation)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from helpkit.errors import HelpkitError
+from helpkit.io import write_json
+
+if TYPE_CHECKING:
+    import keras
+
+RUN_SCHEMA_VERSION = 1
+NORMALISATION = "uint8 RGB in; Rescaling(1/127.5, offset=-1) inside the model"
+"""Recorded in model.json: callers feed raw uint8 patches and never normalise themselves."""
+
+
+def fold_dir(run_dir: str | Path, index: int) -> Path:
+    """The folder of fold ``index`` inside ``run_dir``."""
+    return Path(run_dir) / f"fold_{index}"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold of a run: its model file and the slides it trained and validated on."""
+
+    index: int
+    model_path: Path
+    train_slides: list[str]
+    val_slides: list[str]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder read back: what the models expect and which slides each fold saw."""
+
+    path: Path
+    name: str
+    architecture: str
+    level: int
+    patch_size: int
+    folds: list[Fold]
+    width: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def fold(self, k: int) -> Fold:
+        """The fold with index ``k``; a HelpkitError if the run has none."""
+        for fold in self.folds:
+            if fold.index == k:
+                return fold
+        known = ", ".join(str(f.index) for f in self.folds)
+        raise HelpkitError(f"run has no fold {k} (folds: {known})", self.path / "run.json")
+
+    def load_model(self, k: int) -> keras.Model:
+        """Load fold ``k``'s model (uncompiled: for inference)."""
+        path = self.fold(k).model_path
+        if not path.is_file():
+            raise HelpkitError("model file missing: fold not trained or training still running", path)
+        import keras
+
+        try:
+            return keras.models.load_model(path, compile=False)
+        except (OSError, ValueError) as err:
+            raise HelpkitError(f"cannot load model ({err})", path) from err
+
+    def fold_of_slide(self, slide_id: str) -> int | None:
+        """The fold whose validation set holds ``slide_id`` (out-of-fold), or None."""
+        for fold in self.folds:
+            if slide_id in fold.val_slides:
+                return fold.index
+        return None
+
+
+def write_run(
+    run_dir: str | Path,
+    *,
+    name: str,
+    architecture: str,
+    level: int,
+    patch_size: int,
+    width: float,
+    splits: list[tuple[list[str], list[str]]],
+    config: dict[str, Any],
+) -> Path:
+    """Write ``run_dir/run.json`` atomically; ``splits`` is (train_slides, val_slides) per fold."""
+    path = Path(run_dir) / "run.json"
+    write_json(
+        path,
+        {
+            "schema_version": RUN_SCHEMA_VERSION,
+            "name": name,
+            "architecture": architecture,
+            "level": int(level),
+            "patch_size": int(patch_size),
+            "width": float(width),
+            "config": config,
+            "folds": [
+                {
+                    "index": k,
+                    "model": f"fold_{k}/model.keras",
+                    "train_slides": sorted(train),
+                    "val_slides": sorted(val),
+                }
+                for k, (train, val) in enumerate(splits)
+            ],
+        },
+    )
+    return path
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read ``run_dir/run.json``; a HelpkitError names the file if it is missing or malformed."""
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise HelpkitError("no run.json: not a training run folder (helpkit train --out)", path)
+    try:
+        meta = json.loads(path.read_text())
+        folds = [
+            Fold(
+                index=int(f["index"]),
+                model_path=run_dir / f["model"],
+                train_slides=list(f["train_slides"]),
+                val_slides=list(f["val_slides"]),
+            )
+            for f in meta["folds"]
+        ]
+        return Run(
+            path=run_dir,
+            name=str(meta["name"]),
+            architecture=str(meta["architecture"]),
+            level=int(meta["level"]),
+            patch_size=int(meta["patch_size"]),
+            folds=folds,
+            width=float(meta.get("width", 1.0)),
+            config=dict(meta.get("config", {})),
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise HelpkitError(f"malformed run.json ({err!r})", path) from err
