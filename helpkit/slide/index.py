@@ -1,0 +1,129 @@
+"""The patch index: labelled, sampled patches of every slide, as one table on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
+from helpkit.errors import HelpkitError
+from helpkit.io import atomic_path
+from helpkit.progress import track
+from helpkit.slide.annotation import AnnotationMask, read_annotation_mask
+from helpkit.slide.grid import grid_for, patch_table
+from helpkit.slide.reader import SlideReader
+from helpkit.slide.sampling import MIN_TISSUE, TUMOUR_THRESHOLD, label_patches, sample_patches
+from helpkit.slide.tissue import TISSUE_DOWNSAMPLE, tissue_mask
+
+INDEX_COLUMNS = [
+    "slide_id", "path", "slide_label", "level", "patch_size", "row", "col", "x", "y",
+    "tissue_frac", "tumour_frac", "label",
+]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How patches are laid out, labelled and sampled."""
+
+    level: int = PATCH_LEVEL
+    patch_size: int = PATCH_SIZE
+    stride: int | None = None
+    tumour_threshold: float = TUMOUR_THRESHOLD
+    min_tissue: float = MIN_TISSUE
+    max_per_class: int | None = None
+    balance: bool = True
+    seed: int = 0
+    tissue_downsample: float = TISSUE_DOWNSAMPLE
+
+
+@dataclass(frozen=True)
+class SlideIndex:
+    """One slide's sampled patches and its counts before sampling."""
+
+    patches: pd.DataFrame
+    n_tissue: int
+    n_tumour: int
+    n_normal: int
+    n_ambiguous: int
+
+
+@dataclass
+class DatasetIndex:
+    """Every slide's patches, per-slide counts, and the slides that failed (slide_id, error)."""
+
+    patches: pd.DataFrame
+    summary: pd.DataFrame
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def index_slide(
+    path: str | Path, mask_path: str | Path | None = None, slide_label: int = -1, config: IndexConfig = IndexConfig()
+) -> SlideIndex:
+    """Tissue mask, grid, fractions, labels and sampling for one slide.
+
+    A negative slide (``slide_label`` 0) without a mask has no tumour anywhere; a slide of
+    unknown label without a mask keeps its tissue patches with label -1; a positive slide
+    needs its mask.
+    """
+    with SlideReader(path) as reader:
+        if mask_path is not None:
+            tumour = read_annotation_mask(mask_path, reader.dimensions)
+        elif slide_label == 0:
+            tumour = AnnotationMask(np.zeros((1, 1), dtype=bool), tuple(map(float, reader.dimensions)))
+        elif slide_label == 1:
+            raise HelpkitError("positive slide has no tumour mask", path)
+        else:
+            tumour = None
+        grid = grid_for(reader, config.level, config.patch_size, config.stride)
+        cells = patch_table(grid, tissue_mask(reader, config.tissue_downsample), tumour)
+        slide_id = reader.slide_id
+    labelled = label_patches(cells, config.tumour_threshold, config.min_tissue)
+    counts = labelled["label"].value_counts()
+    sampled = sample_patches(
+        labelled, slide_id=slide_id, max_per_class=config.max_per_class, balance=config.balance,
+        annotated=tumour is not None, seed=config.seed,
+    )
+    patches = sampled.assign(
+        slide_id=slide_id, path=str(path), slide_label=np.int8(slide_label), level=config.level,
+        patch_size=config.patch_size,
+    )[INDEX_COLUMNS].reset_index(drop=True)
+    return SlideIndex(
+        patches=patches,
+        n_tissue=len(labelled),
+        n_tumour=int(counts.get(1, 0)),
+        n_normal=int(counts.get(0, 0)),
+        n_ambiguous=int(counts.get(-1, 0)) if tumour is not None else 0,
+    )
+
+
+def index_dataset(slides: pd.DataFrame, config: IndexConfig = IndexConfig(), progress: bool = True) -> DatasetIndex:
+    """Index every slide record (as from ``helpkit.data.discover``); a slide that fails is
+    recorded in ``failures`` and the rest go on."""
+    parts, rows, failures = [], [], []
+    records = slides.to_dict("records")
+    for record in track(records, "indexing slides") if progress else records:
+        try:
+            result = index_slide(record["path"], record["mask_path"], int(record["label"]), config)
+        except HelpkitError as err:
+            failures.append((record["slide_id"], str(err)))
+            continue
+        parts.append(result.patches)
+        rows.append({"slide_id": record["slide_id"], "split": record["split"], "label": record["label"],
+                     "tissue": result.n_tissue, "tumour": result.n_tumour, "normal": result.n_normal,
+                     "ambiguous": result.n_ambiguous, "sampled": len(result.patches)})
+    patches = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS)
+    return DatasetIndex(patches, pd.DataFrame(rows), failures)
+
+
+def write_index(patches: pd.DataFrame, path: str | Path) -> Path:
+    """Write the patch index atomically: parquet, or CSV when ``path`` ends in .csv."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            patches.to_csv(tmp, index=False)
+        else:
+            patches.to_parquet(tmp, index=False)
+    return path

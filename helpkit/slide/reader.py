@@ -1,0 +1,152 @@
+"""SlideReader: a narrow, numpy-returning view of a whole-slide image over OpenSlide.
+
+Modelled on openslide-python and TIAToolbox's readers, reduced to what helpkit needs:
+geometry, microns per pixel, scanned bounds and RGB regions. Every OpenSlide failure
+becomes a HelpkitError naming the slide (and the region, for read errors), so callers can
+skip or count bad slides and tiles instead of crashing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import openslide
+
+from helpkit.errors import HelpkitError
+
+SLIDE_EXTENSIONS = frozenset(
+    {".mrxs", ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".bif", ".dcm",
+     ".svslide", ".czi"}
+)
+"""File suffixes (lower case) of the formats OpenSlide opens."""
+
+MAX_LEVEL_PIXELS = 1 << 28
+"""``read_level`` refuses levels larger than this (about 800 MB of RGB)."""
+
+
+def is_slide_file(path: Path) -> bool:
+    """True for a visible regular file whose suffix is a format OpenSlide opens."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in SLIDE_EXTENSIONS
+
+
+def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite an (H, W, 4) RGBA uint8 array over white: transparent pixels become white."""
+    alpha = rgba[..., 3:4]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha.astype(np.uint16)
+    # Integer "over white": rgb * a / 255 + 255 * (1 - a / 255), rounded.
+    out = (rgba[..., :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+class SlideReader:
+    """A whole-slide image opened with OpenSlide.
+
+    Thread-safe (OpenSlide is); do not share one across forked processes. Pickling sends
+    only the path, so a worker process that unpickles it opens its own handle.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.slide_id = self.path.stem
+        self._lock = threading.Lock()
+        self._slide = self._open()
+        slide = self._slide
+        self.properties: Mapping[str, str] = dict(slide.properties)
+        self.dimensions: tuple[int, int] = tuple(slide.dimensions)  # type: ignore[assignment]
+        self.level_count: int = slide.level_count
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            tuple(d) for d in slide.level_dimensions  # type: ignore[misc]
+        )
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in slide.level_downsamples)
+        self.mpp = self._pair(openslide.PROPERTY_NAME_MPP_X, openslide.PROPERTY_NAME_MPP_Y, float)
+        self.bounds = self._bounds()
+
+    def _open(self) -> openslide.OpenSlide:
+        if not self.path.exists():
+            raise HelpkitError("slide file not found", self.path)
+        try:
+            return openslide.OpenSlide(self.path)
+        except openslide.OpenSlideUnsupportedFormatError as err:
+            raise HelpkitError("not a slide OpenSlide can open (unsupported or damaged file)", self.path) from err
+        except (openslide.OpenSlideError, OSError) as err:
+            raise HelpkitError(f"cannot open slide ({err})", self.path) from err
+
+    def _pair(self, key_x: str, key_y: str, kind: type) -> tuple | None:
+        try:
+            return kind(self.properties[key_x]), kind(self.properties[key_y])
+        except (KeyError, ValueError):
+            return None
+
+    def _bounds(self) -> tuple[int, int, int, int] | None:
+        origin = self._pair(openslide.PROPERTY_NAME_BOUNDS_X, openslide.PROPERTY_NAME_BOUNDS_Y, int)
+        size = self._pair(openslide.PROPERTY_NAME_BOUNDS_WIDTH, openslide.PROPERTY_NAME_BOUNDS_HEIGHT, int)
+        if origin is None or size is None:
+            return None
+        return origin[0], origin[1], size[0], size[1]
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read an (h, w, 3) uint8 RGB region; ``location`` is the level-0 (x, y) top-left.
+
+        Areas outside the slide or transparent in it come back white. A read error (a
+        corrupt tile) raises HelpkitError naming the slide and the region; the reader
+        reopens its handle (OpenSlide handles stay broken after an error), so later reads
+        of good regions still work.
+        """
+        if not 0 <= level < self.level_count:
+            raise HelpkitError(f"level {level} out of range 0..{self.level_count - 1}", self.path)
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise HelpkitError(f"region size must be positive, got {w}x{h}", self.path)
+        x, y = int(location[0]), int(location[1])
+        try:
+            image = self._slide.read_region((x, y), level, (w, h))
+        except openslide.OpenSlideError as err:
+            # Swap in a fresh handle rather than closing the broken one: another thread may
+            # still be inside a call on it; the old handle closes when garbage-collected.
+            with self._lock:
+                self._slide = self._open()
+            raise HelpkitError(
+                f"cannot read region x={x} y={y} level={level} size={w}x{h} ({err})", self.path
+            ) from err
+        return rgba_to_rgb(np.asarray(image))
+
+    def read_level(self, level: int) -> np.ndarray:
+        """The whole of a (low-resolution) level as RGB; refuses levels too large for memory."""
+        if not 0 <= level < self.level_count:
+            raise HelpkitError(f"level {level} out of range 0..{self.level_count - 1}", self.path)
+        w, h = self.level_dimensions[level]
+        if w * h > MAX_LEVEL_PIXELS:
+            raise HelpkitError(
+                f"level {level} is {w}x{h} pixels, too large to read whole; the slide needs a "
+                "lower-resolution level",
+                self.path,
+            )
+        return self.read_region((0, 0), level, (w, h))
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The level with the largest downsample not above ``downsample`` (level 0 if none)."""
+        return int(self._slide.get_best_level_for_downsample(downsample))
+
+    def close(self) -> None:
+        """Release the OpenSlide handle."""
+        self._slide.close()
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[type[SlideReader], tuple[Path]]:
+        return SlideReader, (self.path,)
+
+    def __repr__(self) -> str:
+        return f"SlideReader({str(self.path)!r}, dimensions={self.dimensions}, levels={self.level_count})"

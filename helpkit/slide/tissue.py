@@ -1,0 +1,108 @@
+"""Tissue masks from a low-resolution level: where on the slide there is anything to look at.
+
+Vectorised throughout (numpy + scipy.ndimage): saturation, a black-margin cut, an Otsu
+threshold, then small specks removed and small holes filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from helpkit.slide.reader import SlideReader
+
+TISSUE_DOWNSAMPLE = 32.0
+"""Tissue masks are computed at the level nearest (not above) this downsample of level 0."""
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """A boolean tissue mask; pixel (r, c) covers level-0 pixels [c*ds, (c+1)*ds) x [r*ds, (r+1)*ds)."""
+
+    mask: np.ndarray
+    downsample: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of the mask's pixels that are tissue."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """HSV saturation (max - min) / max of an (H, W, 3) uint8 image as float32 in [0, 1]; 0 for black."""
+    hi = rgb.max(axis=2).astype(np.float32)
+    lo = rgb.min(axis=2).astype(np.float32)
+    return np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
+
+
+def _drop_small(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Remove connected components of at most ``max_size`` pixels.
+
+    scipy.ndimage rather than skimage.morphology.remove_small_objects, whose size keyword
+    changed name across the scikit-image versions helpkit supports.
+    """
+    if max_size <= 0 or not mask.any():
+        return mask
+    labels, _ = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes > max_size
+    keep[0] = False
+    return keep[labels]
+
+
+def tissue_from_rgb(
+    rgb: np.ndarray,
+    *,
+    black_value: int = 50,
+    min_saturation: float = 0.04,
+    max_saturation: float = 0.2,
+    min_object_pixels: int = 64,
+    max_hole_pixels: int = 64,
+) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail.
+
+    Pixels whose brightest channel is below ``black_value`` (non-scanned margins, as in
+    MRXS) are never tissue. The rest is thresholded on saturation with Otsu's method, the
+    threshold clamped to [min_saturation, max_saturation] so an all-background or
+    all-tissue thumbnail still splits sensibly; white background has almost no saturation.
+    Then components of at most ``min_object_pixels`` are removed and holes of at most
+    ``max_hole_pixels`` filled.
+    """
+    sat = saturation(rgb)
+    scanned = rgb.max(axis=2) >= black_value
+    if not scanned.any():
+        return np.zeros(sat.shape, dtype=bool)
+    values = sat[scanned]
+    threshold = threshold_otsu(values) if np.ptp(values) > 0 else max_saturation
+    threshold = float(np.clip(threshold, min_saturation, max_saturation))
+    mask = scanned & (sat > threshold)
+    mask = _drop_small(mask, min_object_pixels)
+    return ~_drop_small(~mask, max_hole_pixels) & scanned
+
+
+def tissue_mask(
+    reader: SlideReader,
+    downsample: float = TISSUE_DOWNSAMPLE,
+    *,
+    min_object_area0: float = 256.0**2,
+    max_hole_area0: float = 256.0**2,
+    **thresholds: float,
+) -> TissueMask:
+    """The tissue mask of a slide, from the level nearest (not above) ``downsample``.
+
+    Object and hole sizes are level-0 areas, so the result does not depend on which
+    level the slide happens to have; ``thresholds`` go to :func:`tissue_from_rgb`.
+    """
+    level = reader.best_level_for_downsample(downsample)
+    ds = reader.level_downsamples[level]
+    rgb = reader.read_level(level)
+    mask = tissue_from_rgb(
+        rgb,
+        min_object_pixels=int(min_object_area0 / ds**2),
+        max_hole_pixels=int(max_hole_area0 / ds**2),
+        **thresholds,  # type: ignore[arg-type]
+    )
+    return TissueMask(mask=mask, downsample=ds)
