@@ -1,7 +1,62 @@
-"""CLI commands: heatmap (filled in by its owner)."""
+"""CLI commands: ``helpkit heatmap`` (runs over a dataset) and ``helpkit features`` (the table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def heatmap(
+    model: Annotated[
+        list[Path],
+        typer.Option("--model", "-m", help="Training run folder (helpkit train --out); repeat for several models."),
+    ],
+    data: Annotated[Path, typer.Option(help="Dataset root in the HeLP layout (train/, test/).")],
+    out: Annotated[Path, typer.Option(help="HEATMAP_DIR: writes <out>/<model>/<slide_id>.npz.")],
+    stride: Annotated[
+        int | None, typer.Option(help="Grid stride in pixels at the model's level (default: patch size).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier.")] = 256,
+    workers: Annotated[
+        int | None, typer.Option(help="Patch-reading threads (default: from the CPU count, 2 to 8).")
+    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute heatmaps that are already current.")] = False,
+) -> None:
+    """Heatmap every tissue patch of every slide, out of fold: a training slide is scored by the
+    fold model that held it out, a test slide by the mean of all fold models."""
+    from helpkit.errors import HelpkitError
+    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+
+    if batch <= 0 or (stride is not None and stride <= 0) or (workers is not None and workers <= 0):
+        raise HelpkitError("--batch, --stride and --workers must be positive")
+    counts = make_heatmaps(
+        model, slide_records(data), out,
+        Options(stride=stride, batch_size=batch, workers=workers, png=png, force=force),
+    )
+    typer.echo(f"heatmaps: {counts['written']} written, {counts['skipped']} already current, "
+               f"{counts['failed']} failed (error recorded) in {out}")
+
+
+def features(
+    heatmap_dirs: Annotated[
+        list[Path], typer.Argument(help="HEATMAP_DIR(s): parents of <model>/ folders, or model folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="Features table to write (parquet), one row per slide.")],
+    force: Annotated[bool, typer.Option("--force", help="Rewrite even if the inputs have not changed.")] = False,
+) -> None:
+    """Slide-level features (<model>__<feature> columns) of every heatmap, in one parquet table."""
+    from helpkit.features import build_features
+
+    if build_features(heatmap_dirs, out, force=force):
+        typer.echo(f"features: wrote {out}")
+    else:
+        typer.echo(f"features: {out} is current (inputs unchanged; --force to rewrite)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``heatmap`` and ``features`` to ``app``."""
+    app.command("heatmap")(heatmap)
+    app.command("features")(features)

@@ -1,0 +1,224 @@
+"""Heatmaps of a dataset by trained runs, out of fold: no slide is scored by a model that saw it.
+
+For each slide and run, the fold models used are those that did not train on the slide: for
+a training slide that is the one fold that held it out (``folds=[k]``), for a test slide
+every fold, their probabilities averaged cell by cell (``folds=all``). A slide that every
+fold trained on gets an error heatmap rather than a leaked one. Each slide is opened once
+for all runs; its patches are read once per run and go through every fold model used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from helpkit.errors import HelpkitError
+from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
+from helpkit.heatmap.overlay import thumbnail, write_overlay
+from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
+from helpkit.progress import progress_bar
+from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
+from helpkit.slide.grid import cell_fractions
+from helpkit.train import Run, load_run
+
+MIN_TISSUE_FRACTION = 0.1
+"""A grid cell goes through the model when at least this share of it is tissue: lower than
+the training index's bar, so tumour at the edge of tissue is still looked at."""
+
+PredictorFactory = Callable[[Run, list[int]], PredictFn]
+
+
+def out_of_fold(run: Run, slide_id: str) -> list[int]:
+    """The folds of ``run`` whose models did not train on ``slide_id`` (all of them for a test slide)."""
+    return [fold.index for fold in run.folds if slide_id not in fold.train_slides]
+
+
+def keras_predictor(cache: dict[tuple[Path, int], object] | None = None) -> PredictorFactory:
+    """A factory of predict functions from a run's fold models: their mean over the folds asked.
+
+    Models are loaded once and kept in ``cache`` (one per run and fold).
+    """
+    models = cache if cache is not None else {}
+
+    def factory(run: Run, folds: list[int]) -> PredictFn:
+        for k in folds:
+            if (run.path, k) not in models:
+                models[(run.path, k)] = run.load_model(k)
+        chosen = [models[(run.path, k)] for k in folds]
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            outs = [np.asarray(m.predict_on_batch(batch), dtype=np.float32).reshape(-1) for m in chosen]
+            return np.mean(outs, axis=0)
+
+        return predict
+
+    return factory
+
+
+def tissue_grid(grid: GridSpec, mask: TissueMask, min_fraction: float = MIN_TISSUE_FRACTION) -> np.ndarray:
+    """Bool (rows, cols): cells whose level-0 footprint is at least ``min_fraction`` tissue."""
+    return cell_fractions(mask.mask, mask.downsample, grid) >= min_fraction
+
+
+@dataclass(frozen=True)
+class SlideRecord:
+    """A slide to make heatmaps of (a row of ``helpkit.data.discover``)."""
+
+    slide_id: str
+    path: Path
+    split: str
+    label: float
+
+
+def slide_records(data_dir: str | Path) -> list[SlideRecord]:
+    """Every slide under ``data_dir`` (HeLP layout), with split and label where known."""
+    from helpkit.data import discover
+
+    table = discover(data_dir)
+    if table.empty:
+        raise HelpkitError("no slides found", data_dir)
+    return [
+        SlideRecord(
+            slide_id=str(r.slide_id),
+            path=Path(r.path),
+            split=str(r.split),
+            label=float(r.label) if r.label in (0, 1) else math.nan,
+        )
+        for r in table.itertuples()
+    ]
+
+
+def _is_current(path: Path, run: Run, folds: list[int], stride: int | None) -> bool:
+    """True when ``path`` holds a good heatmap of ``run`` with this geometry, newer than its models."""
+    if not path.is_file():
+        return False
+    try:
+        old = read_heatmap(path)
+    except HelpkitError:
+        return False
+    if old.error or old.model != run.name or old.level != run.level or old.patch_size != run.patch_size:
+        return False
+    old_stride = round(old.stride0 * old.patch_size / old.patch_size0) if old.patch_size0 else None
+    if old_stride != (stride or run.patch_size) or sorted(old.folds) != sorted(folds):
+        return False
+    mtime = path.stat().st_mtime_ns
+    return all(run.fold(k).model_path.stat().st_mtime_ns <= mtime for k in folds)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How heatmaps are made: ``stride`` in pixels at the run's level (None: the patch size)."""
+
+    stride: int | None = None
+    batch_size: int = BATCH_SIZE
+    workers: int | None = None
+    png: bool = False
+    force: bool = False
+
+
+def make_heatmaps(
+    run_dirs: Sequence[str | Path],
+    slides: Sequence[SlideRecord],
+    out_dir: str | Path,
+    options: Options = Options(),
+    predictor: PredictorFactory | None = None,
+) -> dict[str, int]:
+    """Write ``out_dir/<model>/<slide_id>.npz`` for every run and slide; return counts.
+
+    Heatmaps already current (same model, geometry and folds, newer than the models) are
+    skipped unless ``options.force``. A slide that cannot be opened, or that every fold
+    trained on, gets an error heatmap; the run goes on. Counts: ``written``, ``skipped``,
+    ``failed``. ``predictor`` turns (run, folds) into a predict function (default: Keras).
+    """
+    runs = [load_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise HelpkitError(f"two runs share a name ({names}): their heatmaps would overwrite each other")
+    maker = _SlideHeatmaps(Path(out_dir), options, predictor or keras_predictor())
+    with maker.bar:
+        slide_task = maker.bar.add_task("slides", total=len(slides))
+        for slide in slides:
+            plan = [(run, out_of_fold(run, slide.slide_id)) for run in runs]
+            todo = [
+                (run, folds) for run, folds in plan
+                if options.force
+                or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), run, folds, options.stride)
+            ]
+            maker.counts["skipped"] += len(plan) - len(todo)
+            if todo:
+                maker.slide(slide, todo)
+            maker.bar.advance(slide_task)
+    return maker.counts
+
+
+class _SlideHeatmaps:
+    """Makes all heatmaps of one slide at a time: open it once, mask it once, one pass per run."""
+
+    def __init__(self, out_dir: Path, options: Options, predictor: PredictorFactory) -> None:
+        self.out_dir = out_dir
+        self.options = options
+        self.predictor = predictor
+        self.counts = {"written": 0, "skipped": 0, "failed": 0}
+        self.bar = progress_bar()
+        self.patch_task = self.bar.add_task("patches", total=None)
+
+    def _write(self, heatmap: Heatmap, thumb: tuple[np.ndarray, float] | None = None) -> None:
+        out = heatmap_path(self.out_dir, heatmap.model, heatmap.slide_id)
+        write_heatmap(out, heatmap)
+        self.counts["failed" if heatmap.failed else "written"] += 1
+        if thumb is not None:
+            write_overlay(out.with_suffix(".png"), heatmap, *thumb)
+
+    def slide(self, slide: SlideRecord, todo: list[tuple[Run, list[int]]]) -> None:
+        def failure(run: Run, folds: list[int], error: str) -> Heatmap:
+            return Heatmap.failure(
+                error=error, slide_id=slide.slide_id, model=run.name, split=slide.split,
+                label=slide.label, level=run.level, patch_size=run.patch_size, folds=folds,
+            )
+
+        try:
+            reader = SlideReader(slide.path)
+        except HelpkitError as err:
+            for run, folds in todo:
+                self._write(failure(run, folds, str(err)))
+            return
+        with reader:
+            try:
+                mask = tissue_mask(reader)
+                thumb = thumbnail(reader) if self.options.png else None
+            except HelpkitError as err:
+                for run, folds in todo:
+                    self._write(failure(run, folds, str(err)))
+                return
+            for run, folds in todo:
+                if not folds:
+                    error = "every fold model trained on this slide: no out-of-fold heatmap"
+                    self._write(failure(run, folds, error), thumb)
+                    continue
+                try:
+                    grid = grid_for(reader, run.level, run.patch_size, self.options.stride)
+                except HelpkitError as err:
+                    self._write(failure(run, folds, str(err)), thumb)
+                    continue
+                self._write(self._heatmap(reader, slide, run, folds, grid, tissue_grid(grid, mask)), thumb)
+
+    def _heatmap(self, reader: SlideReader, slide: SlideRecord, run: Run, folds: list[int], grid: GridSpec,
+                 tissue: np.ndarray) -> Heatmap:
+        bar, task = self.bar, self.patch_task
+        bar.update(task, total=int(tissue.sum()), completed=0, description=f"patches {slide.slide_id} · {run.name}")
+        result = run_heatmap(
+            reader, self.predictor(run, folds), grid, tissue,
+            batch_size=self.options.batch_size, workers=self.options.workers,
+            on_batch=lambda n: bar.advance(task, n),
+        )
+        return Heatmap(
+            prob=result.prob, tissue=tissue, missing=result.missing,
+            origin=(int(grid.origin[0]), int(grid.origin[1])), stride0=int(grid.stride0),
+            patch_size0=int(grid.patch_size0), level=run.level, patch_size=run.patch_size,
+            slide_id=slide.slide_id, model=run.name, split=slide.split, label=slide.label,
+            folds=folds, errors=result.errors, mpp=reader.mpp,
+        )
