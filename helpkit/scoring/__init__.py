@@ -1,0 +1,30 @@
+"""Local scoring: platform-format predictions I/O, AUC with DeLong CI and test, ROC plots."""
+
+from helpkit.scoring.metrics import (
+    AUCResult,
+    PairedResult,
+    ThresholdResult,
+    at_threshold,
+    auc,
+    auc_ci,
+    delong_test,
+    summarise,
+    youden,
+)
+from helpkit.scoring.predictions import Predictions, read_labels, read_predictions, write_predictions
+
+__all__ = [
+    "AUCResult",
+    "PairedResult",
+    "Predictions",
+    "ThresholdResult",
+    "at_threshold",
+    "auc",
+    "auc_ci",
+    "delong_test",
+    "read_labels",
+    "read_predictions",
+    "summarise",
+    "write_predictions",
+    "youden",
+]
