@@ -1,0 +1,60 @@
+"""Tissue masks: black margins and white background out, tissue in, specks and pinholes cleaned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpkit.slide.tissue import saturation, tissue_from_rgb
+
+PINK, PURPLE, WHITE = (232, 160, 205), (140, 70, 160), (245, 244, 246)
+
+
+@pytest.fixture
+def thumbnail() -> np.ndarray:
+    """200x300: black margin on the left (JPEG-noisy), white background, two tissue pieces."""
+    rng = np.random.default_rng(0)
+    rgb = np.empty((200, 300, 3), dtype=np.uint8)
+    rgb[:] = WHITE
+    rgb[:, :30] = (12, 0, 6)  # near-black with a high saturation: still not tissue
+    rgb[40:160, 60:180] = PINK
+    rgb[80:100, 100:120] = PURPLE
+    rgb[50:52, 70:72] = WHITE  # a pinhole inside tissue: filled
+    rgb[100:140, 130:170] = WHITE  # a large hole (fat): kept
+    rgb[60:140, 220:280] = PINK
+    rgb[10:12, 250:252] = PINK  # a speck on the glass: removed
+    noise = rng.integers(-4, 5, size=rgb.shape)
+    return np.clip(rgb.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def test_margin_and_background_excluded_tissue_kept(thumbnail: np.ndarray) -> None:
+    mask = tissue_from_rgb(thumbnail, min_object_pixels=16, max_hole_pixels=16)
+    assert not mask[:, :30].any(), "black margin"
+    assert not mask[:30].any() and not mask[170:].any(), "white background"
+    assert mask[45:155, 65:125].all(), "pink and purple tissue, pinhole filled"
+    assert mask[65:135, 225:275].all(), "second piece"
+    assert not mask[105:135, 135:165].any(), "large hole kept open"
+    assert not mask[10:12, 250:252].any(), "speck removed"
+
+
+def test_without_cleaning_the_speck_and_pinhole_remain(thumbnail: np.ndarray) -> None:
+    mask = tissue_from_rgb(thumbnail, min_object_pixels=0, max_hole_pixels=0)
+    assert mask[10:12, 250:252].all() and not mask[50:52, 70:72].any()
+
+
+def test_blank_and_black_thumbnails_have_no_tissue() -> None:
+    white = np.full((50, 50, 3), 250, np.uint8)
+    assert not tissue_from_rgb(white).any()
+    assert not tissue_from_rgb(np.zeros((50, 50, 3), np.uint8)).any()
+
+
+def test_all_tissue_thumbnail_stays_tissue() -> None:
+    rgb = np.empty((60, 60, 3), np.uint8)
+    rgb[:] = PINK
+    rgb[::3] = PURPLE  # two tissue colours: Otsu must not split them into tissue and not
+    assert tissue_from_rgb(rgb).all()
+
+
+def test_saturation() -> None:
+    rgb = np.array([[[0, 0, 0], [200, 100, 50], [90, 90, 90]]], np.uint8)
+    np.testing.assert_allclose(saturation(rgb)[0], [0.0, 0.75, 0.0])
