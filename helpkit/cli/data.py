@@ -1,7 +1,83 @@
-"""CLI commands: data (filled in by its owner)."""
+"""CLI command ``helpkit index``: the patch index of a competition's slides."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
+from helpkit.slide.defaults import MIN_TISSUE, TISSUE_DOWNSAMPLE, TUMOUR_THRESHOLD
+
+
+class Split(str, Enum):
+    """Which slides to index."""
+
+    train = "train"
+    test = "test"
+    all = "all"
+
+
+def index(
+    data: Annotated[Path, typer.Argument(
+        help="Competition root (train/ and/or test/), a train folder (image/, mask/) or a test folder of slides.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Patch index to write: .parquet, or .csv by suffix.")],
+    split: Annotated[Split, typer.Option(
+        help="Slides to index. Test slides have no masks: their tissue patches get label -1.")] = Split.train,
+    level: Annotated[int, typer.Option(help="Pyramid level patches are read at.")] = PATCH_LEVEL,
+    patch_size: Annotated[int, typer.Option(help="Patch side in pixels at --level.")] = PATCH_SIZE,
+    stride: Annotated[int | None, typer.Option(
+        help="Grid step in pixels at --level (default: --patch-size, no overlap).")] = None,
+    tumour_threshold: Annotated[float, typer.Option(
+        help="A patch is tumour (1) when at least this share of it is annotated; 0 means none is; "
+        "in between is ambiguous and dropped.")] = TUMOUR_THRESHOLD,
+    min_tissue: Annotated[float, typer.Option(
+        help="Keep patches with at least this share of tissue (annotated tumour counts as tissue).")] = MIN_TISSUE,
+    max_per_class: Annotated[int | None, typer.Option(
+        help="At most this many patches of each class per slide (default: no cap).")] = None,
+    balance: Annotated[bool, typer.Option(
+        help="On a slide with tumour, keep as many normal patches as tumour patches.")] = True,
+    seed: Annotated[int, typer.Option(help="Sampling seed: same seed, same patches.")] = 0,
+    tissue_downsample: Annotated[float, typer.Option(
+        help="Compute the tissue mask at the level nearest (not above) this downsample of level 0.")] = TISSUE_DOWNSAMPLE,
+) -> None:
+    """Index slides: tissue, patch grid, labels from the tumour masks, per-slide sampling.
+
+    Writes one table (slide_id, path, slide_label, level, patch_size, row, col, x, y, tissue_frac, tumour_frac, label; x, y level-0) and prints per-slide counts.
+
+    A slide that cannot be opened or read is skipped and listed at the end; the exit code is 1 only when no slide could be indexed.
+    """
+    from helpkit.data import discover
+    from helpkit.slide.index import IndexConfig, index_dataset, write_index
+
+    slides = discover(data)
+    if split is not Split.all:
+        slides = slides[slides["split"] == split.value]
+    if slides.empty:
+        typer.echo(f"helpkit: error: {data}: no {split.value} slides to index", err=True)
+        raise typer.Exit(1)
+    config = IndexConfig(level=level, patch_size=patch_size, stride=stride, tumour_threshold=tumour_threshold,
+                         min_tissue=min_tissue, max_per_class=max_per_class, balance=balance, seed=seed,
+                         tissue_downsample=tissue_downsample)
+    result = index_dataset(slides, config)
+    if not result.summary.empty:
+        typer.echo(result.summary.to_string(index=False))
+    for slide_id, error in result.failures:
+        typer.echo(f"helpkit: failed: {slide_id}: {error}", err=True)
+    if result.summary.empty:
+        typer.echo(f"helpkit: error: none of the {len(slides)} slides could be indexed", err=True)
+        raise typer.Exit(1)
+    write_index(result.patches, out)
+    labels = result.patches["label"].value_counts()
+    typer.echo(
+        f"{len(result.patches)} patches from {len(result.summary)} slides "
+        f"({labels.get(1, 0)} tumour, {labels.get(0, 0)} normal, {labels.get(-1, 0)} unlabelled) -> {out}"
+        + (f"; {len(result.failures)} slides failed" if result.failures else "")
+    )
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``helpkit index`` to ``app``."""
+    app.command("index")(index)

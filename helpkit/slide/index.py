@@ -15,8 +15,9 @@ from helpkit.progress import track
 from helpkit.slide.annotation import AnnotationMask, read_annotation_mask
 from helpkit.slide.grid import grid_for, patch_table
 from helpkit.slide.reader import SlideReader
-from helpkit.slide.sampling import MIN_TISSUE, TUMOUR_THRESHOLD, label_patches, sample_patches
-from helpkit.slide.tissue import TISSUE_DOWNSAMPLE, tissue_mask
+from helpkit.slide.defaults import MIN_TISSUE, TISSUE_DOWNSAMPLE, TUMOUR_THRESHOLD
+from helpkit.slide.sampling import label_patches, sample_patches
+from helpkit.slide.tissue import tissue_mask
 
 INDEX_COLUMNS = [
     "slide_id", "path", "slide_label", "level", "patch_size", "row", "col", "x", "y",

@@ -7,11 +7,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-TUMOUR_THRESHOLD = 0.5
-"""A cell is tumour when at least this share of it is annotated tumour."""
-
-MIN_TISSUE = 0.5
-"""Cells with less tissue than this share are not patches worth training on."""
+from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 
 
 def label_patches(

@@ -12,10 +12,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from helpkit.slide.defaults import TISSUE_DOWNSAMPLE
 from helpkit.slide.reader import SlideReader
-
-TISSUE_DOWNSAMPLE = 32.0
-"""Tissue masks are computed at the level nearest (not above) this downsample of level 0."""
 
 
 @dataclass(frozen=True)
