@@ -1,7 +1,90 @@
-"""CLI commands: submission (filled in by its owner)."""
+"""CLI commands: ``helpkit submission build|validate|check|base-image``."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+submission_app = typer.Typer(
+    help="Docker submissions: build the image, validate it under the platform contract.",
+    no_args_is_help=True,
+)
+
+
+@submission_app.command("build")
+def build(
+    name: str = typer.Argument(..., help="A submission under submissions/ (or a path to its submission.toml)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide the build steps; print only the result."),
+) -> None:
+    """Render build/NAME (templates + wheelhouse), build and tag the image, print its id and size."""
+    from helpkit.submission.docker_build import build_submission
+
+    built = build_submission(name, quiet=quiet)
+    typer.echo(built.summary())
+
+
+@submission_app.command("check")
+def check(
+    context: Path = typer.Argument(..., help="A build context folder (e.g. build/NAME) to check without Docker."),
+) -> None:
+    """Static checks only: entry points, config, baked-in data/secrets/caches, host paths, size."""
+    from helpkit.submission.static import check_context
+
+    report = check_context(context)
+    for finding in report.findings:
+        typer.echo(f"{finding.level}: {finding.check}: {finding.message} [{finding.path}]")
+    typer.echo("PASS" if not report.errors else f"FAIL: {report.errors[0].check}: {report.errors[0].message}")
+    raise typer.Exit(0 if not report.errors else 1)
+
+
+@submission_app.command("validate")
+def validate(
+    name: str = typer.Argument(
+        ..., help="A submission under submissions/, its submission.toml, or a build context folder (with a Dockerfile)."
+    ),
+    data: Path = typer.Option(..., "--data", help="A competition in the HeLP layout: train/, test/, optional labels.csv."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full report here (JSON, atomic)."),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Keep the stages' model/ and output/ here (must be empty); a temporary folder if unset."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide build progress."),
+) -> None:
+    """Build the image, run train then inference in containers under the platform's limits, check output.csv.
+
+    Prints each stage's exit code, duration and peak memory, then PASS or FAIL with the first
+    reason; exits 1 on FAIL.
+    """
+    from helpkit.submission.validate import validate as run_validation
+
+    report = run_validation(name, data, report_path=json_path, work_dir=work_dir, quiet=quiet)
+    for stage in report.stages:
+        peak = stage["peak_memory_bytes"]
+        memory = f"{peak / 2**20:.0f} MiB peak" if peak else "peak memory not sampled"
+        typer.echo(f"{stage['stage']}: exit {stage['exit_code']} in {stage['duration_s']:.1f} s, {memory}")
+        if not stage["ok"]:
+            typer.echo("  log tail:\n    " + "\n    ".join(stage["log_tail"][-15:]))
+    if report.score:
+        typer.echo(f"AUC {report.score['auc']:.3f} on {report.score['n_positive'] + report.score['n_negative']} labelled test slides")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}")
+    if json_path is not None:
+        typer.echo(f"report: {json_path}")
+    typer.echo(report.verdict)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@submission_app.command("base-image")
+def base_image(
+    tag: str = typer.Option("helpkit/base:bookworm", "--tag", help="Tag of the image to create."),
+    mirror: str | None = typer.Option(None, "--mirror", help="Debian mirror for debootstrap (its default if unset)."),
+) -> None:
+    """Build a Debian bookworm base image with debootstrap + docker import (no registry needed)."""
+    from helpkit.submission.base_image import build_base_image
+
+    typer.echo(f"{tag}  {build_base_image(tag, mirror=mirror)}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add the ``submission`` command group to ``app``."""
+    app.add_typer(submission_app, name="submission")

@@ -1,0 +1,184 @@
+"""A submission's configuration: ``submissions/NAME/submission.toml``, validated on load.
+
+One file says everything a submission is: which models to train (or which shipped weights
+to use), which slide features, which ensemble, which base image, and the resource limits of
+the platform it targets. Unknown keys are errors, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from helpkit import defaults
+from helpkit.errors import HelpkitError
+
+SUBMISSIONS_DIR = Path(__file__).resolve().parent.parent / "submissions"
+"""Where ``load_submission(NAME)`` looks for ``NAME/submission.toml``."""
+
+_SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$")
+
+
+class _Strict(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One patch model: trained from /data/train inside the train stage, or shipped in the image."""
+
+    architecture: Literal["simple", "unet", "inception"] = Field(
+        description="Which builder of helpkit.models to train."
+    )
+    name: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Name in heatmap folders and feature columns (<name>__max); defaults to the architecture.",
+    )
+    width: float = Field(default=1.0, gt=0, description="Channel-width multiplier of the architecture.")
+    folds: int = Field(default=3, ge=1, description="Folds split by slide; each fold trains one model.")
+    epochs: int = Field(default=10, ge=1, description="Upper bound on epochs per fold.")
+    time_budget_min: float | None = Field(
+        default=None, gt=0, description="Wall-clock budget per fold in minutes; training stops when spent."
+    )
+    patch_size: int = Field(default=defaults.PATCH_SIZE, ge=8, description="Patch side in pixels at `level`.")
+    level: int = Field(default=defaults.PATCH_LEVEL, ge=0, description="Pyramid level patches are read at.")
+    batch: int = Field(default=64, ge=1, description="Training batch size.")
+    max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide.")
+    max_patches_per_class: int = Field(
+        default=50_000, ge=1, description="Cap on patches of each class (tumour, normal) over all slides."
+    )
+    weights: str | None = Field(
+        default=None,
+        description="A run folder (relative to the submission folder) shipped in the image; "
+        "when set the train stage skips this model.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and (Path(value).is_absolute() or ".." in Path(value).parts or not value.strip()):
+            raise ValueError(f"{value!r} must be a folder inside the submission folder (relative, no '..')")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and "architecture" in data:
+            data = {**data, "name": data["architecture"]}
+        return data
+
+
+class FeatureSpec(_Strict):
+    """Slide-level features computed from each model's heatmap."""
+
+    thresholds: list[float] = Field(
+        default=[0.5, 0.9], description="Probability thresholds for area/component features."
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _in_unit_interval(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 < t < 1.0 for t in value):
+            raise ValueError("thresholds must be a non-empty list of values strictly between 0 and 1")
+        return value
+
+
+class EnsembleSpec(_Strict):
+    """How slide features become one probability per slide."""
+
+    method: Literal["single", "mean", "tuned", "logreg", "lgbm"] = Field(
+        default="single",
+        description="single: one model's `feature`; mean/tuned: plain or out-of-fold-tuned blend of "
+        "each model's `feature`; logreg/lgbm: a stacker over all features.",
+    )
+    feature: str = Field(default="max", description="The per-model feature used as a score by single/mean/tuned.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the stacker or blender.")
+
+
+class Limits(_Strict):
+    """The platform's resources, which the validator enforces on each stage container."""
+
+    memory: str = Field(default="8g", description="Memory limit, swap included (docker --memory / --memory-swap).")
+    cpus: float = Field(default=2.0, gt=0, description="CPU limit (docker --cpus).")
+    shm_size: str = Field(default="1g", description="Size of /dev/shm (docker --shm-size).")
+    pids_limit: int = Field(default=512, ge=8, description="Maximum number of processes and threads.")
+    tmp_size: str = Field(default="1g", description="Size of the tmpfs mounted at /tmp (the root is read-only).")
+    train_timeout_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit of the train stage.")
+    infer_timeout_s: float = Field(default=1800.0, gt=0, description="Wall-clock limit of the inference stage.")
+
+    @field_validator("memory", "shm_size", "tmp_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SIZE.match(value):
+            raise ValueError(f"{value!r} is not a size like '512m' or '4g'")
+        return value
+
+
+class SubmissionConfig(_Strict):
+    """Everything one submission is; see submissions/*/submission.toml for examples."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Image name and build folder (lowercase).")
+    description: str = Field(default="", description="One line on what this submission is for.")
+    base_image: str = Field(
+        default="helpkit/base:bookworm",
+        description="FROM image: helpkit/base:bookworm (built locally), python:3.11-slim, or a TensorFlow GPU image.",
+    )
+    seed: int = Field(default=0, description="Seed of sampling, fold splits and training.")
+    models: list[ModelSpec] = Field(default_factory=list, description="Patch models, in order.")
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    fallback_probability: float = Field(
+        default=defaults.FALLBACK_PROBABILITY,
+        ge=0.0,
+        le=1.0,
+        description="Written for a test slide that cannot be read, so every slide still gets a row.",
+    )
+    limits: Limits = Field(default_factory=Limits)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SubmissionConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be unique, got {names}")
+        if self.ensemble.method == "single" and len(self.models) != 1:
+            raise ValueError(f"ensemble.method 'single' needs exactly one model, got {len(self.models)}")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a TOML key path: ``models[1].epochs``."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def resolve_submission_path(path_or_name: str | Path) -> Path:
+    """The submission.toml meant by a file, a folder holding one, or a name under submissions/."""
+    path = Path(path_or_name)
+    candidates = [path, path / "submission.toml", SUBMISSIONS_DIR / str(path_or_name) / "submission.toml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise HelpkitError(f"no submission.toml here nor under {SUBMISSIONS_DIR}/{path_or_name}/", path)
+
+
+def load_submission(path_or_name: str | Path) -> SubmissionConfig:
+    """Read and validate a submission; errors name the file and the key at fault."""
+    path = resolve_submission_path(path_or_name)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise HelpkitError(f"not valid TOML ({err})", path) from err
+    try:
+        return SubmissionConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in err.errors())
+        raise HelpkitError(f"invalid submission: {problems}", path) from err

@@ -1,0 +1,83 @@
+"""Build a context into a tagged image through the Docker SDK, with the build's steps as progress."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpkit.errors import HelpkitError
+from helpkit.progress import progress_bar
+from helpkit.submission.engine import client
+
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """What a build produced."""
+
+    tag: str
+    image_id: str
+    size_bytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for people: tag, id, size, time."""
+        return f"{self.tag}  {self.image_id}  {self.size_bytes / 1e6:.0f} MB  built in {self.seconds:.1f} s"
+
+
+def image_tag(name: str) -> str:
+    """The tag of a submission's image."""
+    return f"helpkit-submission/{name}:latest"
+
+
+def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
+    """Build ``context`` (host networking, never a pull) and tag it; errors carry the build log tail.
+
+    Progress shows the Dockerfile step being run; with ``quiet`` nothing is printed.
+    """
+    engine = client()
+    start = time.monotonic()
+    tail: list[str] = []
+    image_id = None
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task(f"building {tag}", total=None, visible=not quiet)
+        for chunk in engine.api.build(
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True
+        ):
+            if "error" in chunk:
+                raise HelpkitError(
+                    f"docker build failed: {chunk['error'].strip()}; last output: " + " | ".join(tail[-8:]), context
+                )
+            line = str(chunk.get("stream", "")).rstrip()
+            if not line:
+                image_id = chunk.get("aux", {}).get("ID", image_id)
+                continue
+            tail = (tail + [line])[-40:]
+            step = _STEP.match(line)
+            if step:
+                bar.update(task, completed=int(step[1]) - 1, total=int(step[2]), description=step[3][:60])
+                if not quiet:
+                    bar.console.print(f"[dim]{line}[/dim]")
+        bar.update(task, completed=bar.tasks[0].total or 0)
+    if image_id is None:
+        raise HelpkitError("docker build finished without an image id; last output: " + " | ".join(tail[-8:]), context)
+    image = engine.images.get(image_id)
+    return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
+
+
+def build_submission(name_or_path: str | Path, quiet: bool = False) -> BuiltImage:
+    """Render ``build/NAME`` (wheelhouse included) and build the submission's image."""
+    from helpkit.config import load_submission
+    from helpkit.submission.render import render
+    from helpkit.submission.static import check_context
+
+    client()  # fail fast, before the wheelhouse, when no engine is reachable
+    start = time.monotonic()
+    context = render(name_or_path)
+    check_context(context).raise_errors()
+    config = load_submission(context / "submission.toml")
+    built = build_image(context, image_tag(config.name), quiet=quiet)
+    return BuiltImage(built.tag, built.image_id, built.size_bytes, time.monotonic() - start)
