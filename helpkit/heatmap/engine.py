@@ -98,27 +98,30 @@ def _read_batch(reader: PatchReader, grid: Grid, cells: np.ndarray, batch_size: 
         row, col = int(cells[i, 0]), int(cells[i, 1])
         xy = grid.cell_xy(row, col)
         try:
-            patches[i] = reader.read_region(xy, level, (p, p))
-            ok[i] = True
+            patch = reader.read_region(xy, level, (p, p))
         except Exception as err:  # noqa: BLE001  (any reader failure marks the cell missing)
             errors.append(f"cell ({row}, {col}) at level-0 {tuple(xy)}: {type(err).__name__}: {err}")
+            return
+        patches[i] = patch
+        ok[i] = True
 
     for start, stop in _runs(cells):
         n = stop - start
         if n == 1:
             read_one(start)
             continue
+        x, y = grid.cell_xy(int(cells[start, 0]), int(cells[start, 1]))
         try:
-            x, y = grid.cell_xy(int(cells[start, 0]), int(cells[start, 1]))
-            # Cells of the run sit ``stride`` level pixels apart; cutting them from one region
-            # matches per-cell reads up to sub-pixel rounding of non-integer downsamples.
             region = reader.read_region((x, y), level, ((n - 1) * stride + p, p))
-            for j in range(n):
-                patches[start + j] = region[:, j * stride : j * stride + p]
-            ok[start:stop] = True
         except Exception:  # noqa: BLE001  (retry cell by cell to isolate the bad ones)
             for i in range(start, stop):
                 read_one(i)
+            continue
+        # Cells of the run sit ``stride`` level pixels apart; cutting them from one region
+        # matches per-cell reads up to sub-pixel rounding of non-integer downsamples.
+        for j in range(n):
+            patches[start + j] = region[:, j * stride : j * stride + p]
+        ok[start:stop] = True
     return _Batch(cells=cells, patches=patches, ok=ok, errors=errors)
 
 
