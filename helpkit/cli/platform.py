@@ -1,7 +1,52 @@
-"""CLI commands: platform (filled in by its owner)."""
+"""CLI commands: ``helpkit platform train|infer``, the stages exactly as the container runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from helpkit.submission.paths import PLATFORM
+
+platform_app = typer.Typer(
+    help="The platform's two stages (what train.sh and inference.sh call). Paths default to "
+    "the container's; override them to run a stage on this machine.",
+    no_args_is_help=True,
+)
+
+CONFIG_HELP = "The submission.toml that says which models, features and ensemble to use."
+
+
+@platform_app.command("train")
+def train_cmd(
+    data: Path = typer.Option(Path(PLATFORM.train), help="Training data in the HeLP layout (read only)."),
+    model_dir: Path = typer.Option(Path(PLATFORM.model), help="Where everything the inference stage needs goes."),
+    config: Path = typer.Option(Path(PLATFORM.config), help=CONFIG_HELP),
+) -> None:
+    """Train stage: index patches, train every model by slide folds, out-of-fold heatmaps and
+    features, fit the ensemble. Writes only under MODEL_DIR."""
+    from helpkit import pipeline
+    from helpkit.config import load_submission, resolve_submission_path
+
+    path = resolve_submission_path(config)
+    pipeline.train(data, model_dir, load_submission(path), submission_dir=path.parent)
+
+
+@platform_app.command("infer")
+def infer_cmd(
+    data: Path = typer.Option(Path(PLATFORM.test), help="Test slides (read only)."),
+    model_dir: Path = typer.Option(Path(PLATFORM.model), help="What the train stage wrote."),
+    output: Path = typer.Option(Path(PLATFORM.output_csv), help="The predictions file (no header, slide_id,probability)."),
+    config: Path = typer.Option(Path(PLATFORM.config), help=CONFIG_HELP),
+) -> None:
+    """Inference stage: one probability per test slide into OUTPUT, a failed slide included
+    (it gets the submission's fallback probability and a log line saying why)."""
+    from helpkit import pipeline
+    from helpkit.config import load_submission
+
+    pipeline.infer(data, model_dir, output, load_submission(config))
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``helpkit platform`` to ``app``."""
+    app.add_typer(platform_app, name="platform")

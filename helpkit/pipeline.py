@@ -1,0 +1,203 @@
+"""The whole pipeline as the platform runs it: a train stage, then an inference stage.
+
+Train (``/data/train`` -> ``/data/model``): index patches, train each model of the submission
+by slide folds, make out-of-fold heatmaps of the training slides, turn them into slide
+features, fit the submission's ensemble on those and write the comparison table of every
+candidate ensemble. Inference (``/data/test`` + ``/data/model`` -> ``output.csv``): heatmaps
+of the test slides from every fold model (averaged), features, the fitted ensemble, and one
+row per test slide, a slide that fails included (``fallback_probability``, logged).
+
+What ``/data/model`` holds after the train stage::
+
+    pipeline.json               the config, the runs, timings, failures
+    index_L<level>_P<size>.parquet   patch index per patch geometry
+    runs/<model>/               run folders (helpkit.train)
+    heatmaps/<model>/*.npz      out-of-fold heatmaps of the training slides
+    features_oof.parquet        their slide features
+    ensemble/                   the fitted ensemble (helpkit.ensemble.fit_ensemble)
+    ensemble_report/            every candidate's out-of-fold AUC, CSV and ROC PNG
+    inference/<test set>/       per test set: heatmaps, features, inference.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from helpkit.config import ModelSpec, SubmissionConfig
+from helpkit.errors import HelpkitError
+from helpkit.io import write_json
+
+PIPELINE_FILE = "pipeline.json"
+
+
+def log(message: str) -> None:
+    """One progress line on stderr, where the platform's log collects it."""
+    print(f"[helpkit] {message}", file=sys.stderr, flush=True)
+
+
+def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
+    return model_dir / f"index_L{spec.level}_P{spec.patch_size}.parquet"
+
+
+def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Path) -> pd.DataFrame:
+    """The patch index for ``spec``'s geometry, built once and shared by models that use it."""
+    from helpkit.slide.index import IndexConfig, index_dataset, write_index
+
+    path = _index_path(model_dir, spec)
+    if path.is_file():
+        return pd.read_parquet(path)
+    config = IndexConfig(level=spec.level, patch_size=spec.patch_size, max_per_class=spec.max_patches_per_slide // 2,
+                         seed=seed)
+    result = index_dataset(slides, config)
+    for slide_id, error in result.failures:
+        log(f"skipped slide {slide_id} in the patch index: {error}")
+    write_index(result.patches, path)
+    log(f"patch index {path.name}: {len(result.patches)} patches from {len(result.summary)} slides")
+    return result.patches
+
+
+def _run_dirs(model_dir: Path, config: SubmissionConfig, submission_dir: Path | None) -> list[Path]:
+    """Each model's run folder: trained in ``model_dir/runs`` or shipped with the submission."""
+    dirs = []
+    for spec in config.models:
+        if spec.weights is not None:
+            if submission_dir is None:
+                raise HelpkitError(f"model {spec.name!r} ships weights but the submission folder is unknown")
+            dirs.append(submission_dir / spec.weights)
+        else:
+            dirs.append(model_dir / "runs" / spec.name)
+    return dirs
+
+
+def _ensemble_params(config: SubmissionConfig) -> dict[str, Any]:
+    params = dict(config.ensemble.params)
+    if config.ensemble.method == "single":
+        params.setdefault("model", config.models[0].name)
+    return params
+
+
+def train(
+    data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Run the train stage; returns (and writes to ``pipeline.json``) what it did."""
+    from helpkit.data import discover
+    from helpkit.ensemble import fit_ensemble, write_report
+    from helpkit.features.table import build_features
+    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.train import train_run
+
+    started = time.monotonic()
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    slides = discover(data_dir)
+    slides = slides[slides["split"] == "train"]
+    if slides.empty:
+        raise HelpkitError("no training slides found", data_dir)
+    log(f"train stage: {len(slides)} slides ({int((slides['label'] == 1).sum())} positive)")
+    timings: dict[str, float] = {}
+    run_dirs = _run_dirs(model_dir, config, Path(submission_dir) if submission_dir else None)
+    for spec, run_dir in zip(config.models, run_dirs):
+        if spec.weights is not None:
+            log(f"model {spec.name}: shipped weights, not trained")
+            continue
+        t0 = time.monotonic()
+        index = _patch_index(slides, spec, config.seed, model_dir)
+        log(f"training {spec.name} ({spec.architecture}, {spec.folds} folds)")
+        train_run(
+            index, run_dir, architecture=spec.architecture, name=spec.name, folds=spec.folds, epochs=spec.epochs,
+            time_budget_min=spec.time_budget_min, width=spec.width, batch_size=spec.batch,
+            max_per_class=spec.max_patches_per_class, seed=config.seed,
+        )
+        timings[f"train_{spec.name}"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    heatmap_dir = model_dir / "heatmaps"
+    counts = make_heatmaps(run_dirs, slide_records(data_dir), heatmap_dir, Options())
+    timings["heatmaps"] = time.monotonic() - t0
+    log(f"out-of-fold heatmaps: {counts}")
+
+    t0 = time.monotonic()
+    features_path = model_dir / "features_oof.parquet"
+    build_features([heatmap_dir / spec.name for spec in config.models], features_path)
+    features = pd.read_parquet(features_path)
+    fit_ensemble(features, config.ensemble.method, model_dir / "ensemble", seed=config.seed, **_ensemble_params(config))
+    report = write_report(features, model_dir / "ensemble_report", seed=config.seed)
+    timings["ensemble"] = time.monotonic() - t0
+    log("candidate ensembles (out-of-fold AUC):\n" + report.to_string(index=False))
+
+    summary = {
+        "stage": "train",
+        "config": config.model_dump(mode="json"),
+        "runs": {spec.name: str(d) for spec, d in zip(config.models, run_dirs)},
+        "n_slides": len(slides),
+        "heatmaps": counts,
+        "timings_s": {**timings, "total": time.monotonic() - started},
+    }
+    write_json(model_dir / PIPELINE_FILE, summary)
+    return summary
+
+
+def inference_dir(model_dir: Path, slide_ids: list[str]) -> Path:
+    """Where one test set's heatmaps and features go: keyed by its slides, so test sets never mix."""
+    digest = hashlib.sha1("\n".join(sorted(slide_ids)).encode()).hexdigest()[:12]
+    return model_dir / "inference" / digest
+
+
+def infer(
+    data_dir: str | Path, model_dir: str | Path, output_csv: str | Path, config: SubmissionConfig
+) -> pd.Series:
+    """Run the inference stage; every test slide gets a row in ``output_csv``."""
+    import json
+
+    from helpkit.ensemble import load_ensemble
+    from helpkit.features.table import build_features
+    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.scoring import write_predictions
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / PIPELINE_FILE
+    if not meta_path.is_file():
+        raise HelpkitError("no trained pipeline here: run the train stage first", meta_path)
+    runs = json.loads(meta_path.read_text())["runs"]
+    records = [r for r in slide_records(data_dir) if r.split == "test"]
+    if not records:
+        raise HelpkitError("no test slides found", data_dir)
+    slide_ids = [r.slide_id for r in records]
+    work = inference_dir(model_dir, slide_ids)
+    log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}")
+    make_heatmaps([runs[spec.name] for spec in config.models], records, work / "heatmaps", Options())
+    features_path = work / "features.parquet"
+    build_features([work / "heatmaps" / spec.name for spec in config.models], features_path)
+    features = pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids)
+    failed_cols = [f"{spec.name}__failed" for spec in config.models]
+    all_failed = features[failed_cols].fillna(1).astype(bool).all(axis=1)
+    proba = pd.Series(load_ensemble(model_dir / "ensemble").predict_proba(features.reset_index()), index=slide_ids)
+    proba[all_failed] = config.fallback_probability
+    failures = {}
+    for slide_id in all_failed[all_failed].index:
+        failures[slide_id] = _heatmap_error(work / "heatmaps", config, slide_id)
+        log(f"slide {slide_id} failed ({failures[slide_id]}): wrote fallback {config.fallback_probability}")
+    write_predictions(output_csv, proba)
+    write_json(work / "inference.json", {"data": str(data_dir), "output": str(output_csv),
+                                         "slides": slide_ids, "failures": failures})
+    log(f"wrote {len(proba)} rows to {output_csv} ({len(failures)} fallback)")
+    return proba
+
+
+def _heatmap_error(heatmap_dir: Path, config: SubmissionConfig, slide_id: str) -> str:
+    """The first model's recorded error for a failed slide."""
+    from helpkit.heatmap.store import heatmap_path, read_heatmap
+
+    for spec in config.models:
+        path = heatmap_path(heatmap_dir, spec.name, slide_id)
+        if path.is_file():
+            error = read_heatmap(path).error
+            if error:
+                return error
+    return "no heatmap"
