@@ -1,0 +1,88 @@
+"""Pyramidal tiled JPEG TIFF, written tile by tile so memory stays bounded.
+
+OpenSlide reads these as "generic-tiff" and reports ``openslide.mpp-x``/``-y`` from the
+XResolution/YResolution tags when ResolutionUnit is centimetre (checked in the tests).
+Tiles are JPEG-encoded here, with the parameters tifffile itself would use, so constant
+tiles (glass, non-scanned margin) are encoded once and their bytes reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+
+from helpkit.io import atomic_path
+
+TILE = 256
+JPEG_QUALITY = 90
+_SUBSAMPLING = (2, 2)
+
+RenderTile = Callable[[float, int, int], np.ndarray]
+"""(level downsample, level-0 x, level-0 y) -> (TILE, TILE, 3) uint8 RGB."""
+
+ConstantTile = Callable[[float, int, int], Hashable | None]
+"""(level downsample, level-0 x, level-0 y) -> key of a constant tile, or None to render."""
+
+
+def pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
+    """(width, height) of each level: halve until the level fits in one tile."""
+    shapes = [(width, height)]
+    while max(shapes[-1]) > TILE:
+        w, h = shapes[-1]
+        shapes.append((max(1, w // 2), max(1, h // 2)))
+    return shapes
+
+
+def encode(tile: np.ndarray) -> bytes:
+    """JPEG bytes of one RGB tile, stored as YCbCr 4:2:0 like tifffile's own encoder."""
+    return imagecodecs.jpeg8_encode(
+        tile,
+        level=JPEG_QUALITY,
+        colorspace="RGB",
+        outcolorspace="YCBCR",
+        subsampling=_SUBSAMPLING,
+    )
+
+
+def write_pyramid(
+    path: str | Path,
+    width: int,
+    height: int,
+    mpp: float,
+    render: RenderTile,
+    constant: ConstantTile,
+    constants: dict[Hashable, np.ndarray],
+) -> None:
+    """Write the pyramid atomically; tiles come from ``render`` unless ``constant`` names one."""
+    encoded = {key: encode(tile) for key, tile in constants.items()}
+
+    def tiles(w: int, h: int, ds: float) -> Iterator[bytes]:
+        for ty in range(0, h, TILE):
+            for tx in range(0, w, TILE):
+                x0, y0 = int(tx * ds), int(ty * ds)
+                key = constant(ds, x0, y0)
+                yield encoded[key] if key is not None else encode(render(ds, x0, y0))
+
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for level, (w, h) in enumerate(pyramid_shapes(width, height)):
+            ds = float(2**level)
+            pixels_per_cm = 1e4 / (mpp * ds)
+            tif.write(
+                tiles(w, h, ds),
+                shape=(h, w, 3),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": JPEG_QUALITY},
+                subsampling=_SUBSAMPLING,
+                resolution=(pixels_per_cm, pixels_per_cm),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if level == 0 else 1,
+                metadata=None,
+                software="helpkit.synth",
+            )
