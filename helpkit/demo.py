@@ -1,0 +1,208 @@
+"""``helpkit demo``: a whole competition end to end on synthetic data, judged by one report.
+
+Synthesizes a phase-1-like competition and a phase-2-like test set (stain/scanner shift),
+builds the stacked-ensemble submission image, validates it in Docker under the platform
+contract (train once, infer on both test sets), scores both ``output.csv`` files and the
+simple model's max-probability score against the held-aside labels, and writes the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from helpkit.errors import HelpkitError
+from helpkit.io import write_json
+
+SIMPLE_MAXPROB = "simple-maxprob"
+"""The reference team's recipe, scored from the stacked run's own simple model: the slide's
+maximum heatmap probability (the simple-maxprob submission trains the same model)."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the synthetic competition and which submission the demo builds."""
+
+    n_train: int
+    n_test: int
+    n_test_phase2: int
+    size: int
+    seed: int
+    shift: float
+    submission: str
+
+
+DEFAULT = DemoSettings(n_train=16, n_test=10, n_test_phase2=10, size=4096, seed=0, shift=1.0,
+                       submission="demo-stacked")
+QUICK = DemoSettings(n_train=6, n_test=4, n_test_phase2=4, size=2048, seed=0, shift=1.0,
+                     submission="demo-quick")
+
+
+class _Clock:
+    """Times named steps and prints each as it starts."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str, what: str) -> _Step:
+        print(f"==> {what}", flush=True)
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.timings[self.name] = time.monotonic() - self.t0
+
+
+def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path, Path]:
+    from helpkit.synth import make_competition
+
+    phase1, phase2 = out / "data", out / "data-phase2"
+    with clock.step("synth", f"synthesizing a competition: {settings.n_train} training, {settings.n_test} test "
+                    f"slides of {settings.size} px, and a shifted phase-2 test set of {settings.n_test_phase2}"):
+        if not (phase1 / "labels.csv").is_file():
+            make_competition(phase1, n_train=settings.n_train, n_test=settings.n_test, size=settings.size,
+                             seed=settings.seed, shift=0.0)
+        if not (phase2 / "labels.csv").is_file():
+            # Phase 2 only lends its test set; its two training slides are never used.
+            make_competition(phase2, n_train=2, n_test=settings.n_test_phase2, size=settings.size,
+                             seed=settings.seed + 1, shift=settings.shift)
+    return phase1, phase2
+
+
+def _score(run: dict[str, Any], out: Path, model_dir: Path) -> None:
+    """AUC with CI of each submission on each labelled test set; adds ``scores`` to ``run``."""
+    from helpkit.data import discover
+    from helpkit.pipeline import inference_dir
+    from helpkit.scoring import auc_ci, read_labels, read_predictions, write_predictions
+
+    run["scores"] = {}
+    for phase, info in run["test_sets"].items():
+        labels = read_labels(out / info["labels"])
+        slide_ids = sorted(discover(out / info["test_dir"])["slide_id"])
+        work = inference_dir(model_dir, slide_ids)
+        features = work / "features.parquet"
+        if features.is_file():
+            import pandas as pd
+
+            table = pd.read_parquet(features).set_index("slide_id")
+            maxprob = table["simple__max"].fillna(run["fallback_probability"]).clip(0, 1)
+            path = out / "predictions" / f"{phase}-{SIMPLE_MAXPROB}.csv"
+            write_predictions(path, maxprob)
+            info["predictions"][SIMPLE_MAXPROB] = str(path.relative_to(out))
+        info["heatmaps"] = str((work / "heatmaps").relative_to(out))
+        run["scores"][phase] = {}
+        for name, rel in info["predictions"].items():
+            if (out / rel).is_file():
+                preds = read_predictions(out / rel, expected_ids=list(labels.index)).scores
+                result = auc_ci(labels.to_numpy(dtype=int), preds.reindex(labels.index).to_numpy())
+                run["scores"][phase][name] = result.as_dict()
+
+
+def run_demo(out: str | Path, quick: bool = False, docker: bool = True) -> dict[str, Any]:
+    """Run the demo into ``out``; return what ``demo.json`` records."""
+    from helpkit.config import load_submission, resolve_submission_path
+    from helpkit.report import build_report
+
+    settings = QUICK if quick else DEFAULT
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    phase1, phase2 = _synthesize(out, settings, clock)
+    toml_path = resolve_submission_path(settings.submission)
+    config = load_submission(toml_path)
+    work = out / "validation"
+    model_dir = work / "model"
+    run: dict[str, Any] = {
+        "settings": asdict(settings) | {"quick": quick, "docker": docker},
+        "submission": {"name": config.name, "toml": toml_path.read_text()},
+        "models": [m.name for m in config.models],
+        "fallback_probability": config.fallback_probability,
+        "ensemble_report": str((model_dir / "ensemble_report").relative_to(out)),
+        "test_sets": {},
+    }
+    outputs = {"phase1": work / "output" / "output.csv", "phase2": work / "output-phase2" / "output.csv"}
+    for phase, data in (("phase1", phase1), ("phase2", phase2)):
+        run["test_sets"][phase] = {
+            "test_dir": str((data / "test").relative_to(out)), "labels": str((data / "labels.csv").relative_to(out)),
+            "truth_masks": str((data / "truth" / "mask").relative_to(out)),
+            "predictions": {config.name: str(outputs[phase].relative_to(out))},
+        }
+    if docker:
+        _validate_in_docker(run, out, phase1, phase2, settings, clock)
+    else:
+        _run_on_host(run, out, phase1, phase2, config, toml_path, clock)
+    with clock.step("score", "scoring both test sets against the held-aside labels"):
+        _score(run, out, model_dir)
+    run["timings_s"] = clock.timings | {"total": time.monotonic() - clock.start}
+    run["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    write_json(out / "demo.json", run)
+    report = build_report(out, out / "report.html")
+    run["report"] = str(report)
+    _print_summary(run)
+    return run
+
+
+def _validate_in_docker(run: dict[str, Any], out: Path, phase1: Path, phase2: Path, settings: DemoSettings,
+                        clock: _Clock) -> None:
+    from helpkit.submission.docker_build import build_submission
+    from helpkit.submission.engine import engine_reachable
+    from helpkit.submission.validate import validate
+
+    if not engine_reachable():
+        raise HelpkitError("no Docker engine reachable: start one (see the README) or run `helpkit demo --no-docker`")
+    with clock.step("build", f"building the {settings.submission} submission image"):
+        built = build_submission(settings.submission)
+    run["submission"] |= {"image": built.tag, "image_id": built.image_id, "image_size_bytes": built.size_bytes}
+    work = out / "validation"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    with clock.step("validate", "validating under the platform contract: train stage, then inference on both "
+                    "test sets, each in a locked-down container"):
+        report = validate(settings.submission, phase1, report_path=work / "report.json", work_dir=work,
+                          extra_tests={"phase2": phase2 / "test"})
+    run["validation"] = str((work / "report.json").relative_to(out))
+    run["verdict"] = report.verdict
+
+
+def _run_on_host(run: dict[str, Any], out: Path, phase1: Path, phase2: Path, config: Any, toml_path: Path,
+                 clock: _Clock) -> None:
+    """The same stages without containers, for machines with no Docker engine (no verdict)."""
+    from helpkit import pipeline
+
+    work = out / "validation"
+    with clock.step("train", "train stage on this machine (no containers: --no-docker)"):
+        pipeline.train(phase1 / "train", work / "model", config, submission_dir=toml_path.parent)
+    for phase, data in (("phase1", phase1), ("phase2", phase2)):
+        with clock.step(f"infer_{phase}", f"inference stage on the {phase} test set"):
+            pipeline.infer(data / "test", work / "model", out / run["test_sets"][phase]["predictions"][config.name],
+                           config)
+    run["verdict"] = "NOT RUN (--no-docker)"
+
+
+def _print_summary(run: dict[str, Any]) -> None:
+    scores = run.get("scores", {})
+
+    def line(phase: str) -> str:
+        parts = [f"{name} {r['auc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for name, r in scores.get(phase, {}).items()]
+        return f"{phase} AUC: " + ("; ".join(parts) or "none")
+
+    print()
+    print(f"report:   {run['report']}")
+    print(line("phase1"))
+    print(line("phase2"))
+    print(f"image:    {run['submission'].get('image', 'none (not built)')}  verdict: {run.get('verdict')}")
+    print(f"time:     {run['timings_s']['total'] / 60:.1f} min total "
+          f"({', '.join(f'{k} {v:.0f}s' for k, v in run['timings_s'].items() if k != 'total')})")
