@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from helpkit.defaults import FALLBACK_PROBABILITY
@@ -177,14 +177,16 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan")
-        check_classification_targets(y)
+        y_type = type_of_target(y, input_name="y", raise_unknown=True)
+        if y_type != "binary":
+            raise ValueError(f"Only binary classification is supported. The type of the target is {y_type}.")
         self.classes_ = np.unique(y)
-        if len(self.classes_) != 2:
-            raise ValueError(f"BlendClassifier needs exactly 2 classes, got {len(self.classes_)}")
+        if len(self.classes_) < 2:
+            raise ValueError("BlendClassifier needs 2 classes; y has one class")
         target = y == self.classes_[1]
         self.normaliser_ = Normaliser(self.normalisation).fit(X)
         Z = self.normaliser_.transform(X)
-        self.chosen_method_ = self._choose(X, y) if self.method == "tuned" else self.method
+        self.chosen_method_ = self._choose(X, target.astype(int)) if self.method == "tuned" else self.method
         if self.chosen_method_ == "greedy":
             self.weights_ = greedy_weights(Z, target, self.normalisation, self.n_rounds)
         elif self.chosen_method_ == "optimise":
@@ -215,6 +217,7 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def __sklearn_tags__(self):  # noqa: ANN204

@@ -33,7 +33,7 @@ class _Stacker(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes, got 1 ({self.classes_[0]!r})")
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes; y has one class ({self.classes_[0]!r})")
         return X, encoded
 
     def _predict_data(self, X: Any) -> np.ndarray:
@@ -41,6 +41,7 @@ class _Stacker(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def __sklearn_tags__(self):  # noqa: ANN204
@@ -89,7 +90,8 @@ class LGBMStacker(_Stacker):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        raw = self.booster_.predict(self._predict_data(X))
+        X = self._predict_data(X)
+        raw = self.booster_.predict(X)
         return np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
 
     def save(self, folder: str | Path) -> None:
@@ -136,6 +138,7 @@ class LogisticStacker(_Stacker):
         self.fill_ = np.nan_to_num(imputer.statistics_)
         self.center_, self.scale_ = scaler.mean_, scaler.scale_
         self.coef_, self.intercept_ = model.coef_, model.intercept_
+        self.n_iter_ = model.n_iter_
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -151,7 +154,7 @@ class LogisticStacker(_Stacker):
             return np.column_stack([1.0 - p, p])
         return special.softmax(scores, axis=1)
 
-    _ARRAYS = ("fill_", "center_", "scale_", "coef_", "intercept_")
+    _ARRAYS = ("fill_", "center_", "scale_", "coef_", "intercept_", "n_iter_")
 
     def save(self, folder: str | Path) -> None:
         """Write ``stacker.json`` with parameters and fitted arrays."""
