@@ -132,15 +132,15 @@ class SubmissionConfig(_Strict):
     )
     seed: int = Field(default=0, description="Seed of sampling, fold splits and training.")
     models: list[ModelSpec] = Field(default_factory=list, description="Patch models, in order.")
-    features: FeatureSpec = Field(default_factory=FeatureSpec)
-    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    features: FeatureSpec = Field(default_factory=FeatureSpec, description="Slide features of each heatmap.")
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec, description="From features to one probability.")
     fallback_probability: float = Field(
         default=defaults.FALLBACK_PROBABILITY,
         ge=0.0,
         le=1.0,
         description="Written for a test slide that cannot be read, so every slide still gets a row.",
     )
-    limits: Limits = Field(default_factory=Limits)
+    limits: Limits = Field(default_factory=Limits, description="The platform's resources, enforced by the validator.")
 
     @model_validator(mode="after")
     def _consistent(self) -> SubmissionConfig:

@@ -7,11 +7,12 @@ write anywhere but the writable mounts (``/data/model``, ``/data/output``) or sc
 ``/tmp`` fails the stage with "Read-only file system" instead of passing here and
 silently doing something else on the platform.
 
-Peak memory comes from the engine's stats stream, sampled about once a second while the
-stage runs: on cgroup v1 (this project's machines) ``memory_stats.max_usage`` is the
-kernel's own high-water mark (page cache included); on cgroup v2, which has no such field
-in the API, it is the largest ``usage`` sampled. A stage shorter than a sample may report
-none. An out-of-memory kill is read from the container's ``State.OOMKilled``.
+Peak memory is the kernel's high-water mark of the container's cgroup (page cache
+included), polled every 0.1 s while the stage runs: ``memory.max_usage_in_bytes`` on cgroup
+v1 (this project's machines: cgroupfs driver, ``/sys/fs/cgroup/memory/docker/<id>``) or
+``memory.peak`` on cgroup v2. Where the engine's cgroups are not visible (a remote engine),
+it falls back to the engine's stats stream, one sample a second, so a very short stage may
+report none. An out-of-memory kill is read from the container's ``State.OOMKilled``.
 """
 
 from __future__ import annotations
@@ -93,21 +94,48 @@ def explain(log_tail: list[str]) -> str:
     return "see the log tail"
 
 
-def _watch_memory(container: Container, result: StageResult) -> None:
-    """Record the container's peak memory from the stats stream until it stops."""
+CGROUP_PEAK_FILES = (
+    "/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes",
+    "/sys/fs/cgroup/docker/{id}/memory.peak",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak",
+)
+"""Where the engine's cgroup drivers put a container's memory high-water mark."""
+POLL_S = 0.1
+
+
+def _poll_cgroup(peak_file: Path, result: StageResult) -> None:
+    """Read the cgroup's high-water mark until the cgroup disappears with the container."""
+    result.peak_memory_source = f"cgroup {peak_file.name}, polled every {POLL_S} s"
+    while True:
+        try:
+            peak = int(peak_file.read_text())
+        except (OSError, ValueError):
+            return
+        result.peak_memory_bytes = max(peak, result.peak_memory_bytes or 0)
+        time.sleep(POLL_S)
+
+
+def _stream_stats(container: Container, result: StageResult) -> None:
+    """Record peak memory from the engine's stats stream until it ends with the container."""
     try:
         for sample in container.stats(stream=True, decode=True):
             memory = sample.get("memory_stats") or {}
-            if "max_usage" in memory:
-                peak, source = memory["max_usage"], "docker stats memory_stats.max_usage (cgroup v1 high-water mark)"
-            elif "usage" in memory:
-                peak, source = memory["usage"], "largest docker stats memory_stats.usage sample (cgroup v2)"
-            else:
-                continue
+            peak = memory.get("max_usage") or memory.get("usage")
             if peak and peak > (result.peak_memory_bytes or 0):
-                result.peak_memory_bytes, result.peak_memory_source = int(peak), source
-    except Exception:  # noqa: BLE001  the stream ends with the container, sometimes with an error: peak stays as sampled
+                result.peak_memory_bytes = int(peak)
+                result.peak_memory_source = "docker stats memory_stats (about 1 sample/s)"
+    except Exception:  # noqa: BLE001  the stream may end with an error when the container goes: keep the samples
         return
+
+
+def _watch_memory(container: Container, result: StageResult) -> None:
+    """Follow the stage's peak memory, from its cgroup file when visible, else from docker stats."""
+    for pattern in CGROUP_PEAK_FILES:
+        peak_file = Path(pattern.format(id=container.id))
+        if peak_file.is_file():
+            _poll_cgroup(peak_file, result)
+            return
+    _stream_stats(container, result)
 
 
 def run_stage(

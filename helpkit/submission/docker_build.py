@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,38 +34,44 @@ def image_tag(name: str) -> str:
     return f"helpkit-submission/{name}:latest"
 
 
+def _build_lines(context: Path, tag: str) -> Iterator[str]:
+    """The build's output lines; a build error raises HelpkitError with the last lines."""
+    tail: list[str] = []
+    image_id = None
+    for chunk in client().api.build(
+        path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True
+    ):
+        if "error" in chunk:
+            raise HelpkitError(
+                f"docker build failed: {chunk['error'].strip()}; last output: " + " | ".join(tail[-8:]), context
+            )
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+        line = str(chunk.get("stream", "")).rstrip()
+        if line:
+            tail = (tail + [line])[-8:]
+            yield line
+    if image_id is None:
+        raise HelpkitError("docker build finished without an image id; last output: " + " | ".join(tail), context)
+
+
 def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
     """Build ``context`` (host networking, never a pull) and tag it; errors carry the build log tail.
 
-    Progress shows the Dockerfile step being run; with ``quiet`` nothing is printed.
+    Progress shows the Dockerfile step being run and prints each step; ``quiet`` prints nothing.
     """
-    engine = client()
     start = time.monotonic()
-    tail: list[str] = []
-    image_id = None
-    with progress_bar(transient=True) as bar:
-        task = bar.add_task(f"building {tag}", total=None, visible=not quiet)
-        for chunk in engine.api.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True
-        ):
-            if "error" in chunk:
-                raise HelpkitError(
-                    f"docker build failed: {chunk['error'].strip()}; last output: " + " | ".join(tail[-8:]), context
-                )
-            line = str(chunk.get("stream", "")).rstrip()
-            if not line:
-                image_id = chunk.get("aux", {}).get("ID", image_id)
-                continue
-            tail = (tail + [line])[-40:]
-            step = _STEP.match(line)
-            if step:
-                bar.update(task, completed=int(step[1]) - 1, total=int(step[2]), description=step[3][:60])
-                if not quiet:
-                    bar.console.print(f"[dim]{line}[/dim]")
-        bar.update(task, completed=bar.tasks[0].total or 0)
-    if image_id is None:
-        raise HelpkitError("docker build finished without an image id; last output: " + " | ".join(tail[-8:]), context)
-    image = engine.images.get(image_id)
+    if quiet:
+        for _ in _build_lines(context, tag):
+            pass
+    else:
+        with progress_bar(transient=True) as bar:
+            task = bar.add_task(f"building {tag}", total=None)
+            for line in _build_lines(context, tag):
+                step = _STEP.match(line)
+                if step:
+                    bar.update(task, completed=int(step[1]) - 1, total=int(step[2]), description=step[3][:60])
+                    bar.console.print(line, style="dim", markup=False, highlight=False)
+    image = client().images.get(tag)
     return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
 
 

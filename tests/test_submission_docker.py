@@ -1,0 +1,138 @@
+"""The validator in a real Docker engine: a good stand-in submission passes, each broken one
+fails with its own reason, and the shipped simple submission builds and passes (slow).
+
+These tests skip when no engine is reachable, except under CI (``CI`` set), where a
+missing engine or base image is a failure: CI promises to provide both (.ci/run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "submissions"
+BASE_IMAGE = "helpkit/base:bookworm"
+
+
+def missing_engine_action(reachable: bool, base_image_present: bool, ci: str | None) -> str | None:
+    """What a docker test does: None to run, else 'skip' or 'fail' (under CI nothing may be missing)."""
+    if reachable and base_image_present:
+        return None
+    return "fail" if ci else "skip"
+
+
+@pytest.mark.parametrize(
+    ("reachable", "base", "ci", "action"),
+    [
+        (True, True, None, None),
+        (True, True, "1", None),
+        (False, False, None, "skip"),
+        (True, False, None, "skip"),
+        (False, False, "true", "fail"),
+        (True, False, "1", "fail"),
+    ],
+)
+def test_missing_engine_skips_locally_but_fails_in_ci(reachable, base, ci, action) -> None:
+    assert missing_engine_action(reachable, base, ci) == action
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A reachable engine with the base image, or a skip (a failure under CI) saying what is missing."""
+    from helpkit.submission.engine import START_ENGINE_HINT, engine_reachable
+
+    reachable = engine_reachable()
+    base = False
+    if reachable:
+        from helpkit.submission.engine import client
+
+        base = bool(client().images.list(name=BASE_IMAGE))
+    action = missing_engine_action(reachable, base, os.environ.get("CI"))
+    if action is not None:
+        why = START_ENGINE_HINT if not reachable else f"no {BASE_IMAGE} image: run `make base-image`"
+        (pytest.fail if action == "fail" else pytest.skip)(why)
+    return True
+
+
+@pytest.fixture(scope="module")
+def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HeLP layout whose 'slides' are placeholder files: the stand-in stages never open them."""
+    root = tmp_path_factory.mktemp("layout")
+    for rel in ("train/image/positive/Slide001.tiff", "train/mask/positive/Slide001.png",
+                "train/image/negative/Slide002.tiff", "test/Slide003.tiff", "test/Slide004.tiff",
+                "test/Slide005.tiff"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"placeholder")
+    (root / "labels.csv").write_text("slide_id,label\nSlide003,1\nSlide004,0\nSlide005,1\n")
+    return root
+
+
+def fixture_context(name: str, tmp_path: Path) -> Path:
+    """The good context with the overlay ``name`` copied on top."""
+    context = Path(shutil.copytree(FIXTURES / "good", tmp_path / name))
+    if name != "good":
+        shutil.copytree(FIXTURES / name, context, dirs_exist_ok=True)
+    return context
+
+
+@pytest.mark.docker
+def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from helpkit.submission.validate import validate
+
+    report_path = tmp_path / "report.json"
+    report = validate(fixture_context("good", tmp_path), tiny_layout, report_path=report_path,
+                      work_dir=tmp_path / "work", quiet=True)
+    assert report.verdict == "PASS", report.to_dict()
+    saved = json.loads(report_path.read_text())
+    assert saved["verdict"] == "PASS" and saved["emulation"]["network"] == "none"
+    assert [s["stage"] for s in saved["stages"]] == ["train", "inference"]
+    assert all(s["exit_code"] == 0 and s["peak_memory_bytes"] for s in saved["stages"])
+    assert saved["output"]["rows"] == 3 and saved["score"]["n_positive"] == 2
+    written = json.loads((tmp_path / "work" / "model" / "model.json").read_text())
+    assert written["train_slides"] == ["Slide001.tiff", "Slide002.tiff"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("relative-path", "train stage exited with code 1: it opens the relative path 'train.txt'"),
+        ("skips-slide", "output.csv: 1 problem(s): missing 1 expected slide(s), no row for: Slide005"),
+        ("header", "output.csv: 1 problem(s): line 1: header line"),
+        ("nan", "output.csv: 1 problem(s): line 1: probability of Slide003 is nan (must be finite)"),
+        ("network", "train stage exited with code 1: it needs the network"),
+        ("writes-outside", "inference stage exited with code 1: it writes outside /data/model and /data/output"),
+        ("memory", "train stage exceeded its memory limit of 256m"),
+        ("timeout", "train stage exceeded its time limit of 3 s"),
+    ],
+)
+def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, tmp_path: Path, name, reason) -> None:
+    from helpkit.submission.validate import validate
+
+    report = validate(fixture_context(name, tmp_path), tiny_layout, quiet=True)
+    assert report.verdict.startswith(f"FAIL: {reason}"), report.verdict
+
+
+@pytest.mark.docker
+def test_static_failure_stops_before_any_container(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from helpkit.submission.validate import validate
+
+    context = fixture_context("good", tmp_path)
+    os.chmod(context / "inference.sh", 0o644)
+    report = validate(context, tiny_layout, quiet=True)
+    assert report.verdict == "FAIL: static check (entry point): inference.sh is not executable (chmod +x) [inference.sh]"
+    assert report.stages == [] and report.image == ""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_simple_submission_builds_and_passes_on_a_tiny_competition(engine, tiny_competition: Path, tmp_path) -> None:
+    from helpkit.submission.validate import validate
+
+    report = validate("simple-maxprob", tiny_competition, report_path=tmp_path / "report.json", quiet=True)
+    assert report.verdict == "PASS", json.dumps(report.to_dict(), indent=1)[-3000:]
+    assert report.output["rows"] == 2
