@@ -1,7 +1,98 @@
-"""CLI commands: train (filled in by its owner)."""
+"""CLI command ``helpkit train``: patch CNN folds by slide into a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
+from helpkit.errors import HelpkitError
+
+
+def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
+    import pandas as pd
+
+    if not path.is_file():
+        raise HelpkitError("patch index not found", path)
+    try:
+        return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise HelpkitError(f"cannot read patch index ({err})", path) from err
+
+
+def _index_from_data(data: Path, level: int, patch_size: int, max_per_class: int | None, seed: int):
+    from helpkit.data import discover
+    from helpkit.slide.index import IndexConfig, index_dataset
+
+    slides = discover(data)
+    slides = slides[slides["split"] == "train"]
+    if slides.empty:
+        raise HelpkitError("no training slides found", data)
+    result = index_dataset(slides, IndexConfig(level=level, patch_size=patch_size, max_per_class=max_per_class,
+                                               seed=seed))
+    for slide_id, error in result.failures:
+        typer.echo(f"helpkit: failed: {slide_id}: {error}", err=True)
+    return result.patches
+
+
+def train(
+    model: Annotated[str, typer.Option(help="Architecture: simple, unet or inception.")] = "simple",
+    out: Annotated[Path, typer.Option(
+        help="Run folder: run.json and fold_<k>/ (model.keras, model.json, log.csv). "
+        "Rerunning the same command resumes an interrupted run.")] = ...,
+    data: Annotated[Path | None, typer.Option(
+        help="Competition root or train folder; its patch index is built here unless --index is given.")] = None,
+    index: Annotated[Path | None, typer.Option(
+        help="Patch index from `helpkit index` (.parquet or .csv) instead of indexing --data.")] = None,
+    folds: Annotated[int, typer.Option(
+        help="Folds by slide, stratified by slide label (1: one stratified 25% hold-out).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Most epochs per fold (early stopping may end sooner).")] = 30,
+    time_budget: Annotated[float | None, typer.Option(
+        help="Minutes for the whole command; training stops and saves in time (folds share it).")] = None,
+    width: Annotated[float, typer.Option(help="Channel multiplier of the architecture.")] = 1.0,
+    batch: Annotated[int, typer.Option(help="Patches per training batch.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Initial Adam learning rate.")] = 1e-3,
+    cache: Annotated[bool, typer.Option(
+        help="Read every patch once into a memory-mapped cache (RUN_DIR/cache) and train from it; "
+        "--no-cache reads slides with threaded readers every epoch.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of folds, weights, shuffling and augmentation.")] = 0,
+    name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
+    level: Annotated[int, typer.Option(help="With --data: pyramid level of the patches.")] = PATCH_LEVEL,
+    patch_size: Annotated[int, typer.Option(help="With --data: patch side in pixels at --level.")] = PATCH_SIZE,
+    max_per_class: Annotated[int | None, typer.Option(
+        help="With --data: at most this many patches of each class per slide.")] = None,
+) -> None:
+    """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
+    a checkpoint each epoch, resume after a kill, and an optional time budget."""
+    import time
+
+    start = time.monotonic()
+    if (data is None) == (index is None):
+        raise HelpkitError("give exactly one of --data (index the slides here) or --index (a patch index)")
+    from helpkit.models import build
+    from helpkit.train.fit import TrainConfig, train_run
+
+    if index is not None:
+        patches = _read_index(index)
+    else:
+        build(model, patch_size, width)  # a bad model, size or width fails before the slow indexing
+        patches = _index_from_data(data, level, patch_size, max_per_class, seed)
+    config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
+                         learning_rate=learning_rate, seed=seed, cache=cache)
+    budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start)
+    run = train_run(patches, out, config, name=name, time_budget_s=budget_s)
+    import json
+
+    for fold in run.folds:
+        metrics = json.loads((fold.model_path.parent / "model.json").read_text())["metrics"]
+        auc = "n/a" if metrics["val_auc"] is None else f"{metrics['val_auc']:.4f}"
+        typer.echo(f"fold {fold.index}: val patch AUC {auc}, accuracy {metrics['val_accuracy']:.4f}, "
+                   f"{metrics['epochs_done']} epochs ({metrics['stopped']}), {metrics['seconds']:.0f} s")
+    typer.echo(f"run '{run.name}' -> {out}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``helpkit train`` to ``app``."""
+    app.command("train")(train)

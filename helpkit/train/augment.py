@@ -1,0 +1,78 @@
+"""Seeded on-the-fly augmentation of uint8 patch batches, in TensorFlow ops.
+
+Flips and 90-degree rotations (the 8 symmetries of a square: histology has no
+orientation), brightness/contrast, and HED stain jitter (Tellez et al. 2018: scale and
+shift each stain's optical density). The stain jitter is skimage's colour deconvolution
+(``separate_stains``/``combine_stains`` with ``hed_from_rgb``/``rgb_from_hed``) rewritten
+in TensorFlow so it runs vectorised inside the tf.data graph, not per patch in Python; a
+test checks it against skimage. Stateless random ops: the same seed gives the same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from skimage.color import hed_from_rgb, rgb_from_hed
+
+LOG_ADJUST = float(np.log(1e-6))
+"""skimage's scaling of optical density (and its floor on intensities before the log)."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strength of each augmentation; 0 / False switches one off."""
+
+    symmetries: bool = True
+    brightness: float = 0.08
+    """Uniform shift of intensities (0..1 scale) in [-b, b]."""
+    contrast: float = 0.15
+    """Contrast factor in [1 - c, 1 + c] around each patch's mean."""
+    hed: float = 0.04
+    """Each stain's density scaled by [1 - h, 1 + h] and shifted by [-h, h] ("HED-light")."""
+
+
+def hed_jitter(rgb: tf.Tensor, alpha: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
+    """Jitter float RGB in [0, 1] (B, H, W, 3) in HED space: stains * alpha + beta, per patch.
+
+    ``alpha``, ``beta`` are (B, 3). Same arithmetic as skimage's rgb2hed/hed2rgb.
+    """
+    to_hed = tf.constant(hed_from_rgb, tf.float32)
+    to_rgb = tf.constant(rgb_from_hed, tf.float32)
+    optical = tf.math.log(tf.maximum(rgb, 1e-6)) / LOG_ADJUST
+    stains = tf.maximum(tf.einsum("bhwc,cd->bhwd", optical, to_hed), 0.0)
+    stains = stains * alpha[:, None, None, :] + beta[:, None, None, :]
+    log_rgb = tf.einsum("bhwc,cd->bhwd", stains * -LOG_ADJUST, to_rgb)
+    return tf.clip_by_value(tf.exp(-log_rgb), 0.0, 1.0)
+
+
+def _symmetries(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """A random one of the 8 square symmetries per patch: optional transpose, then flips."""
+    b = tf.shape(images)[0]
+    coins = tf.random.stateless_uniform((3, b), seed) < 0.5
+    transposed = tf.transpose(images, (0, 2, 1, 3))  # square patches: transpose keeps shape
+    images = tf.where(coins[0][:, None, None, None], transposed, images)
+    images = tf.where(coins[1][:, None, None, None], tf.reverse(images, [1]), images)
+    return tf.where(coins[2][:, None, None, None], tf.reverse(images, [2]), images)
+
+
+def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+    """Augment a uint8 batch (B, P, P, 3) with the stateless ``seed`` (int shape [2]); uint8 out."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+    b = tf.shape(images)[0]
+    if config.symmetries:
+        images = _symmetries(images, seeds[0])
+    if not (config.brightness or config.contrast or config.hed):
+        return images
+    x = tf.cast(images, tf.float32) / 255.0
+    if config.hed:
+        jitter = tf.random.stateless_uniform((2, b, 3), seeds[1], -config.hed, config.hed)
+        x = hed_jitter(x, 1.0 + jitter[0], jitter[1])
+    if config.contrast:
+        factor = tf.random.stateless_uniform((b, 1, 1, 1), seeds[2], 1 - config.contrast, 1 + config.contrast)
+        mean = tf.reduce_mean(x, axis=(1, 2, 3), keepdims=True)
+        x = (x - mean) * factor + mean
+    if config.brightness:
+        x = x + tf.random.stateless_uniform((b, 1, 1, 1), seeds[3], -config.brightness, config.brightness)
+    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)

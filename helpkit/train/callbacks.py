@@ -1,0 +1,142 @@
+"""Keras callbacks of a fold: checkpoint and resume state, time budget, progress.
+
+``Checkpoint`` saves after every epoch, atomically: ``checkpoint.keras`` (the compiled
+model with its optimizer, to resume from), ``model.keras`` when validation loss improved
+(the model other stages use), ``state.json`` (epochs done, history, the early-stopping and
+learning-rate schedulers' counters) and ``log.csv``. ``ResumeState`` puts the schedulers'
+counters back after Keras resets them at the start of ``fit``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import pandas as pd
+
+from helpkit.io import atomic_path, write_json
+from helpkit.progress import progress_bar
+
+MONITOR = "val_loss"
+"""What early stopping, the learning-rate schedule and the best model follow."""
+
+
+def _plain(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items()}
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the resumable state of a fold at the end of every epoch."""
+
+    def __init__(self, folder: Path, state: dict[str, Any], schedulers: dict[str, keras.callbacks.Callback]) -> None:
+        super().__init__()
+        self.folder = folder
+        self.state = state
+        self.schedulers = schedulers
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = _plain(logs or {})
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.state["history"].append({"epoch": epoch, **logs})
+        self.state["epochs_done"] = epoch + 1
+        current = logs.get(MONITOR, math.inf)
+        if current < self.state.get("best", math.inf) or not (self.folder / "model.keras").is_file():
+            self.state.update(best=current, best_epoch=epoch)
+            with atomic_path(self.folder / "model.keras") as tmp:
+                self.model.save(tmp)
+        with atomic_path(self.folder / "checkpoint.keras") as tmp:
+            self.model.save(tmp)
+        self.state["schedulers"] = {
+            name: {"wait": cb.wait, "best": None if cb.best is None else float(cb.best)}
+            for name, cb in self.schedulers.items()
+        }
+        with atomic_path(self.folder / "log.csv") as tmp:
+            pd.DataFrame(self.state["history"]).to_csv(tmp, index=False)
+        write_json(self.folder / "state.json", self.state)
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Restore early-stopping / learning-rate counters saved by ``Checkpoint`` (placed after them)."""
+
+    def __init__(self, state: dict[str, Any], schedulers: dict[str, keras.callbacks.Callback]) -> None:
+        super().__init__()
+        self.state = state
+        self.schedulers = schedulers
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        for name, saved in self.state.get("schedulers", {}).items():
+            self.schedulers[name].wait = saved["wait"]
+            self.schedulers[name].best = saved["best"]
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training early enough that validation and saving finish before ``deadline``.
+
+    ``deadline`` is a ``time.monotonic()`` value. The time kept in reserve is 2.5x what
+    the last validation-plus-save took (this epoch's, then the final evaluation of the best
+    model, with slack), or before the first one, a guess from the training step time and
+    the number of validation batches.
+    """
+
+    def __init__(self, deadline: float, val_steps: int, margin_s: float = 5.0) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.val_steps = val_steps
+        self.margin_s = margin_s
+        self.step_s = 0.0
+        self.tail_s: float | None = None
+        self.stopped = False
+        self._last = self._train_end = 0.0
+
+    def _reserve(self) -> float:
+        guess = self.tail_s if self.tail_s is not None else self.val_steps * self.step_s + 5.0
+        return 2.5 * guess + self.margin_s + self.step_s
+
+    def _stop_if_late(self) -> None:
+        if time.monotonic() + self._reserve() > self.deadline:
+            self.model.stop_training = True
+            self.stopped = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        step = now - self._last
+        self.step_s = step if self.step_s == 0 else 0.9 * self.step_s + 0.1 * step
+        self._last = self._train_end = now
+        self._stop_if_late()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.tail_s = time.monotonic() - self._train_end  # validation + earlier callbacks
+        self._stop_if_late()
+
+
+class Progress(keras.callbacks.Callback):
+    """A progress bar per epoch on stderr (helpkit.progress) and a one-line epoch summary."""
+
+    def __init__(self, description: str, steps: int) -> None:
+        super().__init__()
+        self.description = description
+        self.steps = steps
+        self._bar = progress_bar(transient=True)
+        self._task = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(f"{self.description} epoch {epoch + 1}", total=self.steps)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._bar.advance(self._task)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._bar.remove_task(self._task)
+        self._bar.stop()
+        shown = " ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
+        self._bar.console.print(f"{self.description} epoch {epoch + 1}: {shown}")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._bar.stop()

@@ -1,0 +1,264 @@
+"""Training a run: folds by slide, one Keras model per fold, resumable and time-boxed.
+
+``train_run`` splits the slides of a patch index into folds, writes ``run.json``, then
+trains each fold with ``train_fold``: Adam, class-weighted binary cross-entropy,
+ReduceLROnPlateau and early stopping on validation loss, a checkpoint every epoch, and a
+time budget. A rerun of the same command resumes: finished folds are skipped and an
+interrupted fold continues from its last saved epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.metrics import log_loss, roc_auc_score
+
+from helpkit.errors import HelpkitError
+from helpkit.io import write_json
+from helpkit.models import build
+from helpkit.train.augment import AugmentConfig
+from helpkit.train.cache import open_cache
+from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget
+from helpkit.train.dataset import PatchSource, SlidePatches, check_index, patch_dataset
+from helpkit.train.folds import slide_folds
+from helpkit.train.run import NORMALISATION, Run, fold_dir, load_run, write_run
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run (recorded in run.json and model.json)."""
+
+    model: str = "simple"
+    width: float = 1.0
+    folds: int = 3
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 5
+    lr_patience: int = 2
+    lr_factor: float = 0.5
+    seed: int = 0
+    cache: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The training and validation rows of one fold and where their patches come from."""
+
+    source: PatchSource
+    train_rows: np.ndarray
+    train_labels: np.ndarray
+    val_rows: np.ndarray
+    val_labels: np.ndarray
+    failed: int = 0
+
+
+def fold_data(index: pd.DataFrame, source: PatchSource, train_slides: list[str], val_slides: list[str],
+              usable: np.ndarray | None = None) -> FoldData:
+    """Labelled (0/1) rows of the fold's slides; ``usable`` masks out rows known unreadable."""
+    labels = index["label"].to_numpy()
+    keep = np.isin(labels, (0, 1)) & (usable if usable is not None else True)
+    slide = index["slide_id"].astype(str).to_numpy()
+    train = np.flatnonzero(keep & np.isin(slide, train_slides))
+    val = np.flatnonzero(keep & np.isin(slide, val_slides))
+    for name, rows, slides in (("training", train, train_slides), ("validation", val, val_slides)):
+        if len(rows) == 0:
+            raise HelpkitError(f"no readable labelled {name} patches in slides {', '.join(slides)}")
+    failed = 0 if usable is None else int((~usable & keep & np.isin(slide, train_slides + val_slides)).sum())
+    return FoldData(source, train, labels[train], val, labels[val], failed)
+
+
+def _compile(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+
+
+def _read_state(folder: Path) -> dict[str, Any] | None:
+    path = folder / "state.json"
+    if not (path.is_file() and (folder / "checkpoint.keras").is_file()):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise HelpkitError(f"malformed training state ({err}); delete the fold folder to restart", path) from err
+
+
+def train_fold(
+    data: FoldData,
+    folder: Path,
+    config: TrainConfig,
+    *,
+    patch_size: int,
+    deadline: float | None = None,
+    description: str = "fold",
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one fold in ``folder``; returns the state saved after the last epoch.
+
+    ``deadline`` is a ``time.monotonic()`` value by which the fold must have stopped and
+    saved. A fold that already reached its epochs or stopped early is left as it is.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _read_state(folder)
+    if state is not None and (state["epochs_done"] >= config.epochs or state.get("stopped") == "early_stopping"):
+        return state
+    if state is None:
+        keras.utils.set_random_seed(config.seed)
+        model = build(config.model, patch_size=patch_size, width=config.width)
+        _compile(model, config.learning_rate)
+        state = {"epochs_done": 0, "history": [], "best": math.inf, "best_epoch": -1}
+    else:
+        try:
+            model = keras.models.load_model(folder / "checkpoint.keras")
+        except (OSError, ValueError) as err:
+            raise HelpkitError(f"cannot resume from checkpoint ({err}); delete it to restart", folder) from err
+    initial_epoch = int(state["epochs_done"])
+    started = time.monotonic()
+
+    seed = config.seed + initial_epoch  # a resumed fold does not replay the first epochs' order
+    train_ds = patch_dataset(data.source, data.train_rows, data.train_labels, config.batch_size,
+                             training=True, seed=seed, augmentation=config.augmentation)
+    val_ds = patch_dataset(data.source, data.val_rows, data.val_labels, config.batch_size, training=False)
+    schedulers = {
+        "early_stopping": keras.callbacks.EarlyStopping(MONITOR, patience=config.early_stopping_patience),
+        "reduce_lr": keras.callbacks.ReduceLROnPlateau(MONITOR, factor=config.lr_factor,
+                                                       patience=config.lr_patience),
+    }
+    budget = TimeBudget(deadline if deadline is not None else math.inf,
+                        val_steps=math.ceil(len(data.val_rows) / config.batch_size))
+    callbacks = [
+        *schedulers.values(),
+        ResumeState(state, schedulers),
+        Checkpoint(folder, state, schedulers),
+        Progress(description, math.ceil(len(data.train_rows) / config.batch_size)),
+        budget,  # last: its reserve measures validation plus every save before it
+        *(extra_callbacks or []),
+    ]
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
+    except (tf.errors.OpError, HelpkitError) as err:
+        fatal = getattr(data.source, "fatal", None)
+        if fatal is not None:
+            raise fatal from err
+        raise
+    if budget.stopped:
+        state["stopped"] = "time_budget"
+    elif schedulers["early_stopping"].stopped_epoch > 0:
+        state["stopped"] = "early_stopping"
+    else:
+        state["stopped"] = "epochs"
+    state["seconds"] = state.get("seconds", 0.0) + time.monotonic() - started
+    write_json(folder / "state.json", state)
+    return state
+
+
+def evaluate_fold(model_path: Path, data: FoldData, batch_size: int) -> dict[str, float | None]:
+    """Exact patch-level validation metrics of the saved best model (sklearn, not Keras'
+    thresholded AUC); AUC is None when the validation patches hold one class only."""
+    model = keras.models.load_model(model_path, compile=False)
+    probs, labels = [], []
+    for images, y in patch_dataset(data.source, data.val_rows, data.val_labels, batch_size, training=False):
+        probs.append(model.predict_on_batch(images).ravel())
+        labels.append(y.numpy().ravel())
+    prob, label = np.concatenate(probs), np.concatenate(labels)
+    two_classes = len(np.unique(label)) == 2
+    return {
+        "val_auc": float(roc_auc_score(label, prob)) if two_classes else None,
+        "val_accuracy": float(np.mean((prob >= 0.5) == label)),
+        "val_loss": float(log_loss(label, prob, labels=[0, 1])),
+    }
+
+
+def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, Any],
+                final: dict[str, float | None]) -> dict[str, Any]:
+    return {
+        "name": run["name"],
+        "architecture": run["config"]["model"],
+        "patch_size": run["patch_size"],
+        "level": run["level"],
+        "width": run["config"]["width"],
+        "normalisation": NORMALISATION,
+        "config": run["config"],
+        "fold": k,
+        "train_slides": run["splits"][k][0],
+        "val_slides": run["splits"][k][1],
+        "train_patches": int(len(data.train_rows)),
+        "val_patches": int(len(data.val_rows)),
+        "failed_patches": data.failed,
+        "metrics": {
+            "best_epoch": state["best_epoch"],
+            **final,
+            "epochs_done": state["epochs_done"],
+            "stopped": state["stopped"],
+            "seconds": round(state.get("seconds", 0.0), 1),
+            "history": state["history"],
+        },
+    }
+
+
+def train_run(
+    index: pd.DataFrame,
+    out: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    name: str | None = None,
+    time_budget_s: float | None = None,
+    cache_dir: str | Path | None = None,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> Run:
+    """Train every fold of a run into ``out`` from a patch index; returns the run read back.
+
+    The time budget covers the whole call (cache building included); each fold gets an
+    equal share of what is left when it starts.
+    """
+    start = time.monotonic()
+    deadline = start + time_budget_s if time_budget_s is not None else None
+    check_index(index)
+    index = index.reset_index(drop=True)
+    out = Path(out)
+    level, patch_size = int(index["level"].iloc[0]), int(index["patch_size"].iloc[0])
+    build(config.model, patch_size, config.width)  # bad model, size or width fails before any work
+    slide_labels = index.groupby("slide_id")["slide_label"].first()
+    splits = slide_folds(slide_labels, config.folds, config.seed)
+    name = name or out.name
+    run_meta = {"name": name, "level": level, "patch_size": patch_size, "splits": splits, "config": asdict(config)}
+    if (out / "run.json").is_file() and [(f.train_slides, f.val_slides) for f in load_run(out).folds] != splits:
+        raise HelpkitError("run folder holds other folds (other data, --folds or --seed); use a new --out",
+                           out / "run.json")
+    write_run(out, name=name, architecture=config.model, level=level, patch_size=patch_size, width=config.width,
+              splits=splits, config=asdict(config))
+
+    usable = None
+    if config.cache:
+        cache = open_cache(index, Path(cache_dir) if cache_dir else out / "cache")
+        source: PatchSource = cache
+        usable = cache.ok
+    else:
+        source = SlidePatches(index)
+    try:
+        for k, (train_slides, val_slides) in enumerate(splits):
+            now = time.monotonic()
+            fold_deadline = None if deadline is None else now + (deadline - now) / (len(splits) - k)
+            data = fold_data(index, source, train_slides, val_slides, usable)
+            state = train_fold(data, fold_dir(out, k), config, patch_size=patch_size, deadline=fold_deadline,
+                               description=f"{name} fold {k + 1}/{len(splits)}", extra_callbacks=extra_callbacks)
+            final = evaluate_fold(fold_dir(out, k) / "model.keras", data, config.batch_size)
+            write_json(fold_dir(out, k) / "model.json", _model_json(run_meta, k, data, state, final))
+    finally:
+        if isinstance(source, SlidePatches):
+            source.close()
+    return load_run(out)
