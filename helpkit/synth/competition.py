@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,13 @@ def make_slide(
     shift: float = 0.0,
     mask_path: str | Path | None = None,
     mask_downsample: int = MASK_DOWNSAMPLE,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Write one synthetic slide (pyramidal TIFF) and, if asked, its tumour mask PNG.
 
     Returns the ground truth: size, margin, tumour regions (level-0 boxes and areas, from
     the mask at ``mask_downsample``), the look used. Memory stays bounded whatever ``size``.
+    ``workers`` rendering threads (default: the CPU count, at most 8) never change the bytes.
     """
     width, height = (size, size) if isinstance(size, int) else size
     if min(width, height) < MIN_SIZE:
@@ -68,6 +71,7 @@ def make_slide(
             "margin": np.zeros((TILE, TILE, 3), np.uint8),
             "glass": np.broadcast_to(look.background(), (TILE, TILE, 3)).copy(),
         },
+        workers=workers or min(8, os.cpu_count() or 1),
     )
     mask = plan.tumour_mask(mask_downsample)
     if mask_path is not None:

@@ -20,6 +20,9 @@ from helpkit.synth.field import Plan2D, value_noise
 PLAN_NODES = 512
 """Plan arrays have at most this many nodes a side (the cell grows with the slide)."""
 
+MIN_REGION_NODES = 12
+"""Tumour pieces smaller than this many plan nodes are dropped (they would be specks)."""
+
 TUMOUR_INSET = 0.08
 """Tumour stays where the tissue field exceeds this, so it never touches the tissue edge."""
 
@@ -162,8 +165,13 @@ def _tumour_field(
         d = _ellipse_distance(gx, gy, xs[j], ys[i], r, r * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi))
         field = np.maximum(field, 1.0 - d)
     wobble = value_noise(noise_seed, xs, ys, max(r_min, side / 30)) - 0.5
-    field = field + 0.3 * wobble
-    return np.minimum(field, 4.0 * (tissue - TUMOUR_INSET)).astype(np.float32)
+    field = np.minimum(field + 0.3 * wobble, 4.0 * (tissue - TUMOUR_INSET))
+    # drop specks of a few nodes: lowering nodes keeps the field under the tissue cap
+    labels, _ = ndimage.label(field > 0)
+    sizes = np.bincount(labels.ravel())
+    specks = (sizes < MIN_REGION_NODES)[labels] & (labels > 0)
+    field[specks] = -0.01
+    return field.astype(np.float32)
 
 
 def tumour_regions(mask: np.ndarray, downsample: int) -> list[dict[str, int]]:

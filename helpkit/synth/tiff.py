@@ -8,7 +8,9 @@ tiles (glass, non-scanned margin) are encoded once and their bytes reused.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import imagecodecs
@@ -40,12 +42,16 @@ def pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
 def encode(tile: np.ndarray) -> bytes:
     """JPEG bytes of one RGB tile, stored as YCbCr 4:2:0 like tifffile's own encoder."""
     return imagecodecs.jpeg8_encode(
-        tile,
+        np.ascontiguousarray(tile),
         level=JPEG_QUALITY,
         colorspace="RGB",
         outcolorspace="YCBCR",
         subsampling=_SUBSAMPLING,
     )
+
+
+def _result(item: Future[bytes] | bytes) -> bytes:
+    return item if isinstance(item, bytes) else item.result()
 
 
 def write_pyramid(
@@ -56,23 +62,41 @@ def write_pyramid(
     render: RenderTile,
     constant: ConstantTile,
     constants: dict[Hashable, np.ndarray],
+    workers: int = 2,
 ) -> None:
-    """Write the pyramid atomically; tiles come from ``render`` unless ``constant`` names one."""
+    """Write the pyramid atomically; tiles come from ``render`` unless ``constant`` names one.
+
+    ``workers`` threads render and encode tiles (numpy and libjpeg release the GIL);
+    the output bytes do not depend on it.
+    """
     encoded = {key: encode(tile) for key, tile in constants.items()}
 
-    def tiles(w: int, h: int, ds: float) -> Iterator[bytes]:
+    def job(ds: float, x0: int, y0: int) -> bytes:
+        return encode(render(ds, x0, y0))
+
+    def tiles(pool: ThreadPoolExecutor, w: int, h: int, ds: float) -> Iterator[bytes]:
+        # a bounded window of tiles in flight keeps memory flat and output in order
+        pending: deque[Future[bytes] | bytes] = deque()
         for ty in range(0, h, TILE):
             for tx in range(0, w, TILE):
                 x0, y0 = int(tx * ds), int(ty * ds)
                 key = constant(ds, x0, y0)
-                yield encoded[key] if key is not None else encode(render(ds, x0, y0))
+                pending.append(encoded[key] if key is not None else pool.submit(job, ds, x0, y0))
+                while len(pending) > 4 * workers:
+                    yield _result(pending.popleft())
+        while pending:
+            yield _result(pending.popleft())
 
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+    with (
+        atomic_path(path) as tmp,
+        tifffile.TiffWriter(tmp, bigtiff=True) as tif,
+        ThreadPoolExecutor(max_workers=workers) as pool,
+    ):
         for level, (w, h) in enumerate(pyramid_shapes(width, height)):
             ds = float(2**level)
             pixels_per_cm = 1e4 / (mpp * ds)
             tif.write(
-                tiles(w, h, ds),
+                tiles(pool, w, h, ds),
                 shape=(h, w, 3),
                 dtype=np.uint8,
                 tile=(TILE, TILE),

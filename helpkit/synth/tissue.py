@@ -40,9 +40,9 @@ class NucleusKind:
 
 
 STROMA = NucleusKind("stroma", 34.0, 4.2, 0.15, (2.2, 3.6), 0.0, 1.35, 0.0)
-PARENCHYMA = NucleusKind("parenchyma", 17.0, 5.2, 0.15, (1.0, 1.4), 0.05, 1.25, 0.15)
-LYMPHOCYTE = NucleusKind("lymphocyte", 12.0, 3.4, 0.1, (1.0, 1.15), 0.0, 1.7, 0.0)
-TUMOUR = NucleusKind("tumour", 25.0, 9.0, 0.4, (1.0, 1.8), 0.22, 1.35, 0.7)
+PARENCHYMA = NucleusKind("parenchyma", 16.0, 5.2, 0.15, (1.0, 1.4), 0.05, 1.3, 0.15)
+LYMPHOCYTE = NucleusKind("lymphocyte", 10.0, 3.3, 0.1, (1.0, 1.15), 0.0, 1.7, 0.0)
+TUMOUR = NucleusKind("tumour", 20.0, 8.5, 0.35, (1.0, 1.8), 0.22, 1.0, 0.7)
 KINDS = (STROMA, PARENCHYMA, LYMPHOCYTE, TUMOUR)
 
 _TEXTURE = np.random.default_rng(20170).random((8, 64, 64)).astype(np.float32)
@@ -58,8 +58,8 @@ def presence(
     return {
         "stroma": normal * 0.45 * (1 - cellular) * (1 - lymph),
         "parenchyma": normal * 0.8 * cellular * (1 - lymph),
-        "lymphocyte": normal * 0.92 * lymph + tumour * 0.06,
-        "tumour": tumour * 0.93,
+        "lymphocyte": normal * 0.95 * lymph + tumour * 0.05,
+        "tumour": tumour * 0.95,
     }
 
 
@@ -147,8 +147,8 @@ def _expected_stain(p: dict[str, np.ndarray]) -> np.ndarray:
     """Mean haematoxylin of nuclei per pixel, for levels where nuclei are sub-pixel."""
     total = np.zeros_like(next(iter(p.values())), dtype=np.float32)
     for kind in KINDS:
-        area = np.pi * kind.radius**2 * np.cosh(2 * kind.size_spread) / kind.spacing**2
-        mean = kind.stain * (1 - 0.45 * kind.vesicular)
+        area = 0.85 * np.pi * kind.radius**2 * np.cosh(2 * kind.size_spread) / kind.spacing**2
+        mean = kind.stain * (1 - 0.6 * kind.vesicular)
         total += (1 - np.exp(-p[kind.name] * area)) * mean
     return total
 
@@ -167,16 +167,18 @@ def render_tile(
 
     seed = plan.seed
     slow = value_noise(seed + 11, xs, ys, 300.0)
-    theta = np.float32(2 * np.pi) * value_noise(seed + 12, xs, ys, 900.0)
-    warp = value_noise(seed + 13, xs, ys, 70.0)
-    wavelength = 13.0
-    fade = float(np.clip((wavelength / d - 2.0) / 2.0, 0.0, 1.0))
     stroma_e = 0.5 * (0.85 + 0.3 * slow)
+    wavelength = 18.0
+    fade = float(np.clip((wavelength / d - 2.0) / 2.0, 0.0, 1.0))
     if fade > 0:
+        # wavy collagen: stripes along a slowly turning direction, broken up by patchy noise
+        theta = np.float32(2 * np.pi) * value_noise(seed + 12, xs, ys, 700.0)
+        warp = value_noise(seed + 13, xs, ys, 90.0)
+        patches = value_noise(seed + 14, xs, ys, 45.0) ** 2
         phase = (xs[None, :] * np.cos(theta) + ys[:, None] * np.sin(theta)) * np.float32(
             2 * np.pi / wavelength
-        ) + 9.0 * warp
-        stroma_e = stroma_e * (1 + fade * 0.45 * np.sin(phase))
+        ) + 14.0 * warp
+        stroma_e = stroma_e * (1 + fade * 0.4 * patches * np.sin(phase))
     cyto_e = 0.32 * (0.9 + 0.2 * slow)
     normal_w = np.clip(cellular + lymph, 0, 1)
     e = np.where(tumour, 0.30 * (0.9 + 0.2 * slow), stroma_e * (1 - normal_w) + cyto_e * normal_w)

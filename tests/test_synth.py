@@ -1,0 +1,212 @@
+"""Synthetic competition: layout, OpenSlide compatibility, masks against ground truth,
+determinism, the appearance shift, and bad arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from helpkit.cli import app
+from helpkit.errors import HelpkitError
+from helpkit.synth import make_competition, make_slide
+from helpkit.synth.tiff import pyramid_shapes
+
+
+def _synth(root: Path) -> dict:
+    return json.loads((root / "synth.json").read_text())
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mask(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path)) > 0
+
+
+def test_layout_matches_synth_json(tiny_competition: Path) -> None:
+    meta = _synth(tiny_competition)
+    slides = meta["slides"]
+    assert meta["params"]["n_train"] == 4 and meta["params"]["n_test"] == 2
+    ids = [s["slide_id"] for s in slides]
+    assert len(set(ids)) == len(ids) == 6
+    assert [s["split"] for s in slides] == ["train"] * 4 + ["test"] * 2
+    assert ids == sorted(ids)
+    for split in ("train", "test"):
+        assert {s["label"] for s in slides if s["split"] == split} == {0, 1}
+    for s in slides:
+        group = "positive" if s["label"] else "negative"
+        if s["split"] == "train":
+            assert s["path"] == f"train/image/{group}/{s['slide_id']}.tiff"
+            assert s["mask_path"] == f"train/mask/{group}/{s['slide_id']}.png"
+        else:
+            assert s["path"] == f"test/{s['slide_id']}.tiff"
+            assert s["mask_path"] == f"truth/mask/{s['slide_id']}.png"
+        assert (tiny_competition / s["path"]).is_file()
+        assert (tiny_competition / s["mask_path"]).is_file()
+    written = sorted(p.relative_to(tiny_competition).as_posix() for p in tiny_competition.rglob("*.*"))
+    expected = sorted([s["path"] for s in slides] + [s["mask_path"] for s in slides] + ["labels.csv", "synth.json"])
+    assert written == expected
+
+
+def test_labels_csv_holds_the_test_labels(tiny_competition: Path) -> None:
+    lines = (tiny_competition / "labels.csv").read_text().splitlines()
+    assert lines[0] == "slide_id,label"
+    rows = dict(line.split(",") for line in lines[1:])
+    truth = {s["slide_id"]: str(s["label"]) for s in _synth(tiny_competition)["slides"] if s["split"] == "test"}
+    assert rows == truth
+
+
+def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) -> None:
+    for s in _synth(tiny_competition)["slides"]:
+        with openslide.OpenSlide(tiny_competition / s["path"]) as slide:
+            assert slide.level_dimensions == ((2048, 2048), (1024, 1024), (512, 512), (256, 256))
+            assert slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0, 8.0))
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.25)
+            assert slide.properties["openslide.level[0].tile-width"] == "256"
+            top = np.asarray(slide.read_region((0, 0), 3, (256, 256)).convert("RGB"))
+            assert top.std() > 10  # real content, not a blank page
+
+
+def test_pyramid_halves_down_to_one_tile() -> None:
+    shapes = pyramid_shapes(100_000, 60_000)
+    assert shapes[0] == (100_000, 60_000)
+    assert max(shapes[-1]) <= 256 < max(shapes[-2])
+    assert all(b == (a[0] // 2, a[1] // 2) for a, b in zip(shapes, shapes[1:], strict=False))
+
+
+def test_masks_are_the_regions_and_tumour_lies_in_tissue(tiny_competition: Path) -> None:
+    meta = _synth(tiny_competition)
+    ds = meta["params"]["mask_downsample"]
+    for s in meta["slides"]:
+        mask = _mask(tiny_competition / s["mask_path"])
+        assert mask.shape == (2048 // ds, 2048 // ds)
+        if not s["label"]:
+            assert not mask.any() and s["regions"] == []
+            continue
+        assert s["regions"], f"{s['slide_id']} is positive without tumour"
+        covered = np.zeros_like(mask)
+        for r in s["regions"]:
+            box = mask[r["y"] // ds : (r["y"] + r["h"]) // ds, r["x"] // ds : (r["x"] + r["w"]) // ds]
+            assert box.any()
+            covered[r["y"] // ds : (r["y"] + r["h"]) // ds, r["x"] // ds : (r["x"] + r["w"]) // ds] = True
+        assert not (mask & ~covered).any()
+        assert sum(r["area"] for r in s["regions"]) == mask.sum() * ds * ds
+        # every mask pixel shows stained tissue: neither glass nor the black margin
+        with openslide.OpenSlide(tiny_competition / s["path"]) as slide:
+            level = slide.get_best_level_for_downsample(ds)
+            factor = ds // int(slide.level_downsamples[level])
+            image = np.asarray(slide.read_region((0, 0), level, slide.level_dimensions[level]).convert("L"))
+        cells = image.reshape(mask.shape[0], factor, mask.shape[1], factor).mean(axis=(1, 3))
+        glass = np.percentile(image, 99)
+        assert (cells[mask] < glass - 15).all() and (cells[mask] > 60).all()
+
+
+def test_tumour_nuclei_are_larger_than_normal_nuclei(tiny_competition: Path) -> None:
+    """At the patch level (downsample 2), tumour nuclei cover more pixels each."""
+    meta = _synth(tiny_competition)
+    tumour_sizes, normal_sizes = [], []
+    for s in meta["slides"]:
+        if not s["label"]:
+            continue
+        with openslide.OpenSlide(tiny_competition / s["path"]) as slide:
+            image = np.asarray(slide.read_region((0, 0), 1, (1024, 1024)).convert("RGB")).astype(int)
+        mask = np.kron(_mask(tiny_competition / s["mask_path"]), np.ones((8, 8), bool))
+        tissue = ndimage.binary_erosion(image.sum(-1) < 600, iterations=4) & (image.sum(-1) > 60)
+        # haematoxylin absorbs red; smoothing fills the pale centres of vesicular nuclei
+        nuclei = ndimage.gaussian_filter(image[..., 0].astype(float), 1.0) < 185
+        labels, n = ndimage.label(nuclei)
+        sizes = np.bincount(labels.ravel())
+        for k, box in enumerate(ndimage.find_objects(labels), start=1):
+            centre = ((box[0].start + box[0].stop) // 2, (box[1].start + box[1].stop) // 2)
+            if tissue[centre]:
+                (tumour_sizes if mask[centre] else normal_sizes).append(sizes[k])
+    assert len(tumour_sizes) > 20 and len(normal_sizes) > 20
+    assert np.median(tumour_sizes) > 1.5 * np.median(normal_sizes)
+
+
+def test_same_seed_same_bytes_and_other_seed_other_bytes(tmp_path: Path) -> None:
+    args = dict(n_train=2, n_test=1, size=1024, shift=0.5)
+    a = make_competition(tmp_path / "a", seed=3, **args)
+    b = make_competition(tmp_path / "b", seed=3, **args)
+    c = make_competition(tmp_path / "c", seed=4, **args)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert _digest(a / f) == _digest(b / f), f
+    tiffs = [f for f in files if f.suffix == ".tiff"]
+    assert all(_digest(a / f) != _digest(c / f) for f in tiffs if (c / f).exists())
+
+
+def test_thread_count_does_not_change_bytes(tmp_path: Path) -> None:
+    make_slide(tmp_path / "one.tiff", 1024, seed=9, positive=True, workers=1)
+    make_slide(tmp_path / "four.tiff", 1024, seed=9, positive=True, workers=4)
+    assert _digest(tmp_path / "one.tiff") == _digest(tmp_path / "four.tiff")
+
+
+def _level1(path: Path) -> np.ndarray:
+    """Level-1 RGB as float."""
+    with openslide.OpenSlide(path) as slide:
+        return np.asarray(slide.read_region((0, 0), 1, slide.level_dimensions[1]).convert("RGB")).astype(float)
+
+
+def test_shift_moves_colour_statistics(tmp_path: Path) -> None:
+    base = make_slide(tmp_path / "base.tiff", 1024, seed=5, positive=False, shift=0.0)
+    moved = make_slide(tmp_path / "moved.tiff", 1024, seed=5, positive=False, shift=1.0)
+    assert base["regions"] == moved["regions"] == []
+    rgb0, rgb1 = _level1(tmp_path / "base.tiff"), _level1(tmp_path / "moved.tiff")
+    # same seed, same layout: compare the same tissue pixels, found on the unshifted slide
+    tissue = (rgb0.sum(-1) > 60) & (rgb0.sum(-1) < 600)
+    assert tissue.mean() > 0.05
+    saturation = [np.mean(rgb.max(-1) - rgb.min(-1), where=tissue) for rgb in (rgb0, rgb1)]
+    assert saturation[1] < 0.85 * saturation[0]
+    assert np.abs(rgb0[tissue].mean(0) - rgb1[tissue].mean(0)).max() > 5
+
+    # blur: horizontally neighbouring tissue pixels correlate more
+    def neighbour_corr(rgb: np.ndarray) -> float:
+        pair = tissue[:, 1:] & tissue[:, :-1]
+        return float(np.corrcoef(rgb[:, 1:, 0][pair], rgb[:, :-1, 0][pair])[0, 1])
+
+    assert neighbour_corr(rgb1) > neighbour_corr(rgb0) + 0.03
+
+
+def test_mask_downsample_and_regions_follow_the_option(tmp_path: Path) -> None:
+    truth = make_slide(tmp_path / "s.tiff", 1024, seed=2, positive=True, mask_path=tmp_path / "m.png", mask_downsample=8)
+    mask = _mask(tmp_path / "m.png")
+    assert mask.shape == (128, 128) and mask.any()
+    assert sum(r["area"] for r in truth["regions"]) == mask.sum() * 64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(n_train=1), "at least 2 training slides"),
+        (dict(n_test=0), "at least 1 test slide"),
+        (dict(size=512), "too small"),
+    ],
+)
+def test_bad_arguments_raise_helpkit_error(tmp_path: Path, kwargs: dict, message: str) -> None:
+    args = dict(n_train=2, n_test=1, size=1024, seed=0) | kwargs
+    with pytest.raises(HelpkitError, match=message):
+        make_competition(tmp_path / "bad", **args)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_cli_writes_a_competition_and_reports_bad_input(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", str(tmp_path / "c"), "--train", "2", "--test", "1", "--size", "1024",
+                                 "--seed", "1", "--shift", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "Slide003" in result.output
+    assert _synth(tmp_path / "c")["params"]["shift"] == 0.5
+    bad = runner.invoke(app, ["synth", str(tmp_path / "d"), "--train", "1"])
+    assert isinstance(bad.exception, HelpkitError)
