@@ -148,10 +148,13 @@ def optimised_weights(Z: np.ndarray, y: np.ndarray, normalisation: str) -> np.nd
     diffs = (pos[:, None, :] - neg[None, :, :]).reshape(-1, k)  # every positive-negative pair
     tau = 0.1 * max(float(filled.std()), _EPS)
 
-    def loss(theta: np.ndarray) -> float:
-        return -float(special.expit(diffs @ special.softmax(theta) / tau).mean())
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = special.softmax(theta)
+        sig = special.expit(diffs @ w / tau)
+        grad_w = -((sig * (1 - sig)) @ diffs) / (tau * len(diffs))
+        return -float(sig.mean()), w * (grad_w - w @ grad_w)  # chain rule through the softmax
 
-    result = optimize.minimize(loss, np.zeros(k), method="L-BFGS-B")
+    result = optimize.minimize(loss, np.zeros(k), jac=True, method="L-BFGS-B")
     weights = special.softmax(result.x)
     if auc(y, combine(Z, weights, normalisation)) > auc(y, combine(Z, equal, normalisation)):
         return weights
@@ -186,7 +189,9 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         target = y == self.classes_[1]
         self.normaliser_ = Normaliser(self.normalisation).fit(X)
         Z = self.normaliser_.transform(X)
-        self.chosen_method_ = self._choose(X, target.astype(int)) if self.method == "tuned" else self.method
+        self.cv_scores_ = self._inner_cv(X, target.astype(int)) if self.method == "tuned" else {}
+        self.chosen_method_ = max(self.cv_scores_, key=self.cv_scores_.get) if self.cv_scores_ else (
+            "mean" if self.method == "tuned" else self.method)
         if self.chosen_method_ == "greedy":
             self.weights_ = greedy_weights(Z, target, self.normalisation, self.n_rounds)
         elif self.chosen_method_ == "optimise":
@@ -195,20 +200,20 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
             self.weights_ = np.full(X.shape[1], 1.0 / X.shape[1])
         return self
 
-    def _choose(self, X: np.ndarray, y: np.ndarray) -> str:
-        """Inner CV: the weight method with the best out-of-fold AUC on these slides."""
+    def _inner_cv(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Inner CV on these slides: out-of-fold AUC of each weight method (empty if too few slides).
+
+        The best of these numbers is the tuned blend's non-nested score, optimistic by the
+        selection; an outer CV around ``fit`` gives the honest one.
+        """
         from helpkit.ensemble.cv import cross_val_oof
 
-        n_min = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+        n_min = int(min(y.sum(), len(y) - y.sum()))
         if n_min < 2:
-            return "mean"
-        scores = {}
-        for method in ("mean", "greedy", "optimise"):
-            inner = clone(self).set_params(method=method)
-            result = cross_val_oof(inner, X, y, n_splits=min(self.inner_splits, n_min), n_repeats=1,
-                                   seed=self.random_state)
-            scores[method] = result.auc
-        return max(scores, key=lambda m: (scores[m], m == "mean"))
+            return {}
+        return {method: cross_val_oof(clone(self).set_params(method=method), X, y, n_splits=min(self.inner_splits, n_min),
+                                      n_repeats=1, seed=self.random_state).auc
+                for method in ("mean", "greedy", "optimise")}
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
@@ -232,7 +237,7 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         write_json(Path(folder) / "blend.json", {
             "params": self.get_params(), "classes": self.classes_.tolist(), "n_features_in": self.n_features_in_,
             "normaliser": self.normaliser_.to_dict(), "weights": self.weights_.tolist(),
-            "chosen_method": self.chosen_method_})
+            "chosen_method": self.chosen_method_, "cv_scores": self.cv_scores_})
 
     @classmethod
     def load(cls, folder: str | Path) -> BlendClassifier:
@@ -243,4 +248,5 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         blend.normaliser_ = Normaliser.from_dict(data["normaliser"])
         blend.weights_ = np.asarray(data["weights"], dtype=float)
         blend.chosen_method_ = data["chosen_method"]
+        blend.cv_scores_ = data["cv_scores"]
         return blend
