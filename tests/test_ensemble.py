@@ -185,6 +185,14 @@ def test_single_picks_best_model_and_all_nan_columns_are_dropped(tmp_path: Path)
     assert json.loads((tmp_path / "logreg" / "ensemble.json").read_text())["dropped_columns"] == ["simple__q99"]
 
 
+def test_fit_without_enough_slides_to_cross_validate(tmp_path: Path) -> None:
+    features = make_features(n_train=6)
+    features.loc[:5, "label"] = [1, 0, 0, 0, 0, 0]
+    fit_ensemble(features, "lgbm", tmp_path)
+    assert "at least 2 slides of each class" in json.loads((tmp_path / "fold_scores.json").read_text())["skipped"]
+    assert load_ensemble(tmp_path).predict_proba(features).shape == (len(features),)
+
+
 def test_failed_flag_blanks_features() -> None:
     features = make_features()
     features.loc[0, "unet__failed"] = 1

@@ -30,7 +30,7 @@ from helpkit.ensemble.cv import cross_val_oof
 from helpkit.ensemble.stack import LGBMStacker, LogisticStacker
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
-from helpkit.scoring.metrics import auc, auc_ci
+from helpkit.scoring.metrics import auc, auc_ci, check_binary
 
 METHODS = ("single", "mean", "tuned", "logreg", "lgbm")
 ESTIMATORS = {cls.__name__: cls for cls in (BlendClassifier, LGBMStacker, LogisticStacker)}
@@ -99,18 +99,24 @@ def fit_ensemble(features: pd.DataFrame, method: str, out_dir: str | Path, cv_sp
 
     ``params`` go to the estimator (``model=`` for single; BlendClassifier, LogisticStacker
     or LGBMStacker parameters otherwise). The same recipe is cross-validated first
-    (``cv_repeats`` x stratified ``cv_splits``-fold) for ``fold_scores.json``.
+    (``cv_repeats`` x stratified ``cv_splits``-fold) for ``fold_scores.json``; with fewer
+    than 2 slides of a class it is skipped (the file says why) and the fit goes ahead.
     """
     features = tbl.validate_features(features)
     columns, dropped, estimator = candidate(features, method, **params)
     rows = tbl.labelled(features)
     X, y = tbl.matrix(rows, columns), rows["label"].to_numpy(dtype=int)
-    cv = cross_val_oof(estimator, X, y, n_splits=cv_splits, n_repeats=cv_repeats, seed=seed)
+    check_binary(y)
+    try:
+        cv = cross_val_oof(estimator, X, y, n_splits=cv_splits, n_repeats=cv_repeats, seed=seed)
+        fold_scores = {**cv.as_dict(), "auc_ci": auc_ci(y, cv.scores).as_dict()}
+    except HelpkitError as err:  # too few slides of a class to cross-validate: still fit, say why
+        fold_scores = {"skipped": str(err)}
     estimator.fit(X, y)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     estimator.save(out_dir)
-    write_json(out_dir / "fold_scores.json", {**cv.as_dict(), "auc_ci": auc_ci(y, cv.scores).as_dict()})
+    write_json(out_dir / "fold_scores.json", fold_scores)
     write_json(out_dir / "ensemble.json", {
         "schema_version": SCHEMA_VERSION, "method": method, "estimator": type(estimator).__name__,
         "columns": columns, "dropped_columns": dropped, "n_train": len(y), "n_positive": int(y.sum())})
