@@ -226,3 +226,55 @@ def test_unopenable_slide_gives_error_heatmap_and_failed_row(tmp_path: Path, dat
     table = pd.read_parquet(tmp_path / "f.parquet").set_index("slide_id")
     assert table.loc["Slide009", "a__failed"] == 1 and np.isnan(table.loc["Slide009", "a__max"])
     assert table.loc[TEST_SLIDE, "a__failed"] == 0 and table.loc[TEST_SLIDE, "a__max"] == pytest.approx(0.15)
+
+
+# --- the CLI on the shared synthetic competition, with real (constant) Keras fold models ------
+
+
+def constant_model(value: float):
+    """A Keras model whatever the patch answers ``value``: its outputs name the fold that ran."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(value))(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_cli_heatmap_and_features_out_of_fold(tiny_competition: Path, tmp_path: Path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+    from helpkit.data import discover
+
+    slides = discover(tiny_competition)
+    train = sorted(slides.loc[slides.split == "train", "slide_id"])
+    halves = [train[::2], train[1::2]]
+    run_dir = tmp_path / "const"
+    write_run(run_dir, name="const", architecture="test", level=1, patch_size=32, width=1.0,
+              splits=[([s for s in train if s not in val], val) for val in halves], config={})
+    for k in range(2):
+        (run_dir / f"fold_{k}").mkdir()
+        constant_model(fold_code(k)).save(run_dir / f"fold_{k}" / "model.keras")
+    out = tmp_path / "hm"
+    runner = CliRunner()
+    args = ["heatmap", "--model", str(run_dir), "--data", str(tiny_competition), "--out", str(out), "--batch", "64"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "6 written" in result.output
+    assert "6 already current" in runner.invoke(app, args).output
+    assert "6 written" in runner.invoke(app, [*args, "--force"]).output
+
+    table_path = tmp_path / "features.parquet"
+    assert runner.invoke(app, ["features", str(out), "--out", str(table_path)]).exit_code == 0
+    table = pd.read_parquet(table_path).set_index("slide_id")
+    for k, val in enumerate(halves):
+        for slide in val:
+            assert table.loc[slide, "const__fold"] == k
+            assert table.loc[slide, "const__max"] == pytest.approx(fold_code(k), abs=1e-6)
+    tests = table[table.split == "test"]
+    assert len(tests) == 2 and (tests["const__fold"] == -1).all()
+    np.testing.assert_allclose(tests["const__mean"], (fold_code(0) + fold_code(1)) / 2, atol=1e-6)
+    assert (table["const__tissue_patches"] > 0).all() and (table["const__failed"] == 0).all()
+    assert "is current" in runner.invoke(app, ["features", str(out), "--out", str(table_path)]).output

@@ -1,0 +1,166 @@
+"""Benchmark: heatmap throughput against the model's own limit and the per-patch approach.
+
+In one run, on a synthetic slide of at least ``--min-patches`` tissue patches (level 1,
+64-pixel patches, the ``simple`` model):
+
+- limit: bare ``model.predict`` on the same number of patches already in memory;
+- end to end: ``make_heatmaps`` (what ``helpkit heatmap`` runs: load the run's model, tissue
+  mask, threaded reads, batched predict, npz write), slide to file;
+- per patch: the reference team's loop, read one patch then one ``model.predict`` call,
+  timed on a few hundred patches and extrapolated.
+
+Then peak resident memory of the real ``helpkit heatmap`` command on two slide sizes (a
+coarser level for both, stated in the output), to show memory does not grow with the slide.
+Timings on a shared machine are noisy: each throughput is the best of ``--repeats`` runs,
+the limit and the end-to-end runs interleaved so both see the same load.
+
+    .venv/bin/python bench/bench_heatmap.py [--sizes 50000 100000] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from helpkit.heatmap.run import Options, SlideRecord, keras_predictor, make_heatmaps, tissue_grid  # noqa: E402
+from helpkit.slide import SlideReader, grid_for, tissue_mask  # noqa: E402
+from helpkit.synth import make_slide  # noqa: E402
+from helpkit.train import write_run  # noqa: E402
+
+LEVEL, PATCH = 1, 64
+
+
+def make_run(run_dir: Path, model, level: int, slides: list[str]) -> Path:
+    """A one-fold run folder whose fold trained on none of ``slides`` (they count as test)."""
+    write_run(run_dir, name=run_dir.name, architecture="simple", level=level, patch_size=PATCH, width=1.0,
+              splits=[([], [])], config={})
+    (run_dir / "fold_0").mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "fold_0" / "model.keras")
+    return run_dir
+
+
+def tissue_cells(slide: Path, level: int) -> int:
+    with SlideReader(slide) as reader:
+        return int(tissue_grid(grid_for(reader, level, PATCH), tissue_mask(reader)).sum())
+
+
+def bench_slide(work: Path, min_patches: int, size: int) -> tuple[Path, int]:
+    """A synthetic slide with at least ``min_patches`` tissue cells at level 1 (grown until it has)."""
+    while True:
+        slide = work / f"bench_{size}.tiff"
+        if not slide.exists():
+            make_slide(slide, size, seed=7, positive=True)
+        n = tissue_cells(slide, LEVEL)
+        if n >= min_patches:
+            return slide, n
+        size = int(size * math.sqrt(min_patches / max(n, 1)) * 1.1) // 256 * 256
+
+
+def per_patch(reader: SlideReader, model, n: int) -> float:
+    """Patches/s of the reference loop: read one patch, call ``model.predict`` on it, repeat."""
+    grid = grid_for(reader, LEVEL, PATCH)
+    cells = np.argwhere(tissue_grid(grid, tissue_mask(reader)))[:n]
+    model.predict(np.zeros((1, PATCH, PATCH, 3), np.uint8), verbose=0)
+    start = time.perf_counter()
+    for row, col in cells:
+        patch = reader.read_region(grid.cell_xy(row, col), LEVEL, (PATCH, PATCH))
+        model.predict(patch[None], verbose=0)
+    return len(cells) / (time.perf_counter() - start)
+
+
+def peak_rss_of(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` in a fresh wrapper process; return (its peak RSS in MiB, wall seconds)."""
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:]).returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True)
+    kib, wall, rc = out.stdout.split()[-3:]
+    if rc != "0":
+        raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-2000:]}")
+    return int(kib) / 1024, float(wall)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-patches", type=int, default=20_000)
+    parser.add_argument("--size", type=int, default=32768, help="first slide side tried for --min-patches")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--per-patch", type=int, default=200, help="patches timed for the per-patch loop")
+    parser.add_argument("--sizes", type=int, nargs=2, default=[50_000, 100_000], help="slide sides for memory")
+    parser.add_argument("--memory-level", type=int, default=3, help="patch level of the memory runs")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--work", type=Path, help="keep slides here between runs (default: a temp folder)")
+    args = parser.parse_args()
+
+    from helpkit.models import build
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_heatmap_"))
+    work.mkdir(parents=True, exist_ok=True)
+    slide, n = bench_slide(work, args.min_patches, args.size)
+    print(f"slide: {slide.name}, {n} tissue patches at level {LEVEL}, {PATCH}px; cpus: {os.cpu_count()}")
+    model = build("simple", PATCH)
+    run_dir = make_run(work / "simple_l1", model, LEVEL, [slide.stem])
+    record = SlideRecord(slide.stem, slide, "test", float("nan"))
+    patches = np.random.default_rng(0).integers(0, 256, (n, PATCH, PATCH, 3), dtype=np.uint8)
+    model.predict(patches[: args.batch], batch_size=args.batch, verbose=0)  # trace once, as a warm model
+
+    limits, e2es = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        model.predict(patches, batch_size=args.batch, verbose=0)
+        limits.append(n / (time.perf_counter() - start))
+        start = time.perf_counter()
+        counts = make_heatmaps([run_dir], [record], work / "heatmaps", Options(batch_size=args.batch, force=True),
+                               keras_predictor())
+        e2es.append(n / (time.perf_counter() - start))
+        assert counts["written"] == 1, counts
+    del patches
+    with SlideReader(slide) as reader:
+        slow = per_patch(reader, model, args.per_patch)
+    limit, e2e = max(limits), max(e2es)
+    print(f"limit (model.predict, in memory): {limit:8.0f} patches/s  runs {[round(v) for v in limits]}")
+    print(f"end to end (helpkit heatmap):     {e2e:8.0f} patches/s  runs {[round(v) for v in e2es]}")
+    print(f"per patch (read + predict each):  {slow:8.1f} patches/s  ({args.per_patch} patches, "
+          f"{n / slow / 60:.0f} min extrapolated to this slide)")
+    print(f"end to end / limit     = {e2e / limit:.2f}  (target >= 0.85)")
+    print(f"end to end / per patch = {e2e / slow:.0f}x  (target >= 20x)")
+    if args.skip_memory:
+        return
+
+    helpkit = str(Path(sys.executable).with_name("helpkit"))
+    mem_run = make_run(work / f"simple_l{args.memory_level}", model, args.memory_level, [])
+    print(f"peak RSS of `helpkit heatmap` at level {args.memory_level} ({PATCH}px patches, "
+          f"{PATCH * 2**args.memory_level} level-0 px), model {mem_run.name}:")
+    for size in args.sizes:
+        data = work / f"memory_{size}" / "test"
+        data.mkdir(parents=True, exist_ok=True)
+        big = data / f"Slide{size}.tiff"
+        if not big.exists():
+            start = time.perf_counter()
+            make_slide(big, size, seed=11, positive=True)
+            print(f"  (made {size} x {size} slide in {time.perf_counter() - start:.0f} s)")
+        cells = tissue_cells(big, args.memory_level)
+        rss, wall = peak_rss_of([helpkit, "heatmap", "--model", str(mem_run), "--data", str(data),
+                                 "--out", str(work / "heatmaps_memory"), "--force"])
+        print(f"  {size:>7} x {size:<7} {cells:>7} tissue patches: peak RSS {rss:7.0f} MiB, "
+              f"{wall:.0f} s, {cells / wall:.0f} patches/s incl. start-up")
+    print(f"  (this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+          "holding the in-memory limit patches)")
+
+
+if __name__ == "__main__":
+    main()
