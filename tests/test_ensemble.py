@@ -221,6 +221,10 @@ def test_unknown_method_and_missing_test_columns(tmp_path: Path) -> None:
     features = make_features()
     with pytest.raises(HelpkitError, match="unknown ensemble method"):
         fit_ensemble(features, "magic", tmp_path)
+    with pytest.raises(HelpkitError, match="bad parameter for ensemble method 'lgbm'"):
+        fit_ensemble(features, "lgbm", tmp_path, leaves=3)
+    with pytest.raises(HelpkitError, match="single takes only model="):
+        fit_ensemble(features, "single", tmp_path, normalisation="rank")
     fit_ensemble(features, "mean", tmp_path, cv_repeats=1)
     with pytest.raises(HelpkitError, match="lacks column.*inception__max"):
         load_ensemble(tmp_path).predict_proba(features.drop(columns=["inception__max"]))

@@ -105,8 +105,7 @@ class Normaliser:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normaliser:
         norm = cls(data["method"])
-        norm.state = [tuple(s) if isinstance(s, list) and data["method"] in ("zscore", "logit") else s
-                      for s in data["state"]]
+        norm.state = data["state"]
         return norm
 
 

@@ -55,8 +55,23 @@ def best_single_model(features: pd.DataFrame) -> str:
 def candidate(features: pd.DataFrame, method: str, **params: Any) -> tuple[list[str], list[str], Any]:
     """(columns, dropped all-NaN columns, unfitted estimator) for one ensemble ``method``."""
     rows = tbl.labelled(features)
+    try:
+        columns, estimator = _recipe(features, method, dict(params))
+    except TypeError as err:  # an estimator rejected a keyword
+        raise HelpkitError(f"bad parameter for ensemble method {method!r}: {err}") from err
+    dropped = tbl.empty_columns(rows, columns)
+    kept = [c for c in columns if c not in dropped]
+    if not kept:
+        raise HelpkitError(f"every column for {method!r} is NaN on the labelled slides: {', '.join(dropped)}")
+    return kept, dropped, estimator
+
+
+def _recipe(features: pd.DataFrame, method: str, params: dict[str, Any]) -> tuple[list[str], Any]:
+    """The columns a method reads and its unfitted estimator; TypeError for a bad keyword."""
     if method == "single":
         model = params.pop("model", None) or best_single_model(features)
+        if params:
+            raise TypeError(f"single takes only model=, got {', '.join(params)}")
         if model not in tbl.models(features):
             raise HelpkitError(f"no model {model!r} in the features table (have {', '.join(tbl.models(features))})")
         columns = [tbl.score_column(model)]
@@ -70,11 +85,7 @@ def candidate(features: pd.DataFrame, method: str, **params: Any) -> tuple[list[
         columns, estimator = tbl.feature_columns(features), LGBMStacker(**params)
     else:
         raise HelpkitError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
-    dropped = tbl.empty_columns(rows, columns)
-    kept = [c for c in columns if c not in dropped]
-    if not kept:
-        raise HelpkitError(f"every column for {method!r} is NaN on the labelled slides: {', '.join(dropped)}")
-    return kept, dropped, estimator
+    return columns, estimator
 
 
 @dataclass

@@ -55,7 +55,7 @@ def read_oof(paths: list[Path], labels: pd.Series | None = None) -> pd.DataFrame
         frame = frame.set_index("slide_id")
         column = tbl.score_column(path.stem)
         if merged is None:
-            merged = frame[["label"]].rename(columns={"label": "label"}).assign(**{column: frame["score"]})
+            merged = frame[["label"]].assign(**{column: frame["score"]})
             continue
         if column in merged.columns:
             raise HelpkitError(f"two files for model {path.stem!r}", path)
