@@ -20,7 +20,7 @@ def heatmap(
     ] = None,
     batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier.")] = 256,
     workers: Annotated[
-        int | None, typer.Option(help="Patch-reading threads (default: from the CPU count, 2 to 8).")
+        int | None, typer.Option(help="Patch-reading threads (default: CPU count + 2, at most 8).")
     ] = None,
     png: Annotated[bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute heatmaps that are already current.")] = False,

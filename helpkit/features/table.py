@@ -28,6 +28,11 @@ FEATURES_VERSION = 1
 _META_KEY = b"helpkit.features"
 
 
+def _heatmaps_in(folder: Path) -> list[Path]:
+    """The heatmap files of a model folder; hidden names (unfinished atomic writes) are not."""
+    return sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+
+
 def model_dirs(heatmap_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     """Map each model to its heatmap files; a HEATMAP_DIR is the parent of model folders or one.
 
@@ -37,14 +42,14 @@ def model_dirs(heatmap_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     for root in map(Path, heatmap_dirs):
         if not root.is_dir():
             raise HelpkitError("heatmap folder not found", root)
-        folders = [root] if any(root.glob("*.npz")) else sorted(p for p in root.iterdir() if p.is_dir())
-        folders = [f for f in folders if any(f.glob("*.npz"))]
+        folders = [root] if _heatmaps_in(root) else sorted(p for p in root.iterdir() if p.is_dir())
+        folders = [f for f in folders if _heatmaps_in(f)]
         if not folders:
             raise HelpkitError("no heatmaps (<model>/<slide_id>.npz) in this folder", root)
         for folder in folders:
             if folder.name in found:
                 raise HelpkitError(f"model {folder.name!r} appears in two heatmap folders", folder)
-            found[folder.name] = sorted(folder.glob("*.npz"))
+            found[folder.name] = _heatmaps_in(folder)
     return found
 
 

@@ -33,8 +33,8 @@ MAX_ERRORS = 100
 
 
 def default_workers() -> int:
-    """Reader threads: enough to keep a model fed, without crowding a small machine."""
-    return max(2, min(8, os.cpu_count() or 2))
+    """Reader threads: they mostly wait inside OpenSlide (GIL released), so a few more than cores."""
+    return min(8, (os.cpu_count() or 2) + 2)
 
 
 class PatchReader(Protocol):
