@@ -73,8 +73,17 @@ def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) ->
             assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
             assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.25)
             assert slide.properties["openslide.level[0].tile-width"] == "256"
-            top = np.asarray(slide.read_region((0, 0), 3, (256, 256)).convert("RGB"))
+            top = np.asarray(slide.read_region((0, 0), 3, (256, 256)).convert("RGB")).astype(int)
             assert top.std() > 10  # real content, not a blank page
+            # the black non-scanned band sits where synth.json says, and nowhere else
+            left, top_rows = s["margin"]["left"] // 8, s["margin"]["top"] // 8
+            assert left or top_rows
+            black = top.sum(-1) < 30
+            band = np.zeros_like(black)
+            band[:, :left] = band[:top_rows, :] = True
+            inner = np.zeros_like(band)
+            inner[:, : max(left - 1, 0)] = inner[: max(top_rows - 1, 0), :] = True
+            assert black[inner].all() and not black[~band].any()
 
 
 def test_pyramid_halves_down_to_one_tile() -> None:

@@ -81,9 +81,11 @@ def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
     xs, ys = (np.arange(nx) + 0.5) * cell, (np.arange(ny) + 0.5) * cell
     gx, gy = np.meshgrid(xs, ys)
 
+    # the non-scanned band of an MRXS slide: along the left edge, the top edge, or both
+    sides = ("left", "top", "both")[int(rng.integers(3))]
     margin = (
-        int(rng.uniform(0.03, 0.08) * width) if rng.random() < 0.8 else 0,
-        int(rng.uniform(0.03, 0.08) * height) if rng.random() < 0.5 else 0,
+        int(rng.uniform(0.03, 0.08) * width) if sides != "top" else 0,
+        int(rng.uniform(0.03, 0.08) * height) if sides != "left" else 0,
     )
     scanned = (gx >= margin[0]) & (gy >= margin[1])
     left, top = margin[0] + 0.06 * width, margin[1] + 0.06 * height
