@@ -189,8 +189,10 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         self.normaliser_ = Normaliser(self.normalisation).fit(X)
         Z = self.normaliser_.transform(X)
         self.cv_scores_ = self._inner_cv(X, target.astype(int)) if self.method == "tuned" else {}
-        self.chosen_method_ = max(self.cv_scores_, key=self.cv_scores_.get) if self.cv_scores_ else (
-            "mean" if self.method == "tuned" else self.method)
+        if self.method == "tuned":  # best inner-CV AUC; ties and too few slides go to the plain mean
+            self.chosen_method_ = max(self.cv_scores_, key=self.cv_scores_.get, default="mean")
+        else:
+            self.chosen_method_ = self.method
         if self.chosen_method_ == "greedy":
             self.weights_ = greedy_weights(Z, target, self.normalisation, self.n_rounds)
         elif self.chosen_method_ == "optimise":
