@@ -80,7 +80,7 @@ def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) ->
             assert left or top_rows
             black = top.sum(-1) < 30
             band = np.zeros_like(black)
-            band[:, :left] = band[:top_rows, :] = True
+            band[:, : left + 1] = band[: top_rows + 1, :] = True  # +1: the band's edge pixel
             inner = np.zeros_like(band)
             inner[:, : max(left - 1, 0)] = inner[: max(top_rows - 1, 0), :] = True
             assert black[inner].all() and not black[~band].any()
