@@ -201,6 +201,7 @@ def test_mask_downsample_and_regions_follow_the_option(tmp_path: Path) -> None:
         (dict(n_train=1), "at least 2 training slides"),
         (dict(n_test=0), "at least 1 test slide"),
         (dict(size=512), "too small"),
+        (dict(seed=-1), "seed must be >= 0"),
     ],
 )
 def test_bad_arguments_raise_helpkit_error(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -208,6 +209,17 @@ def test_bad_arguments_raise_helpkit_error(tmp_path: Path, kwargs: dict, message
     with pytest.raises(HelpkitError, match=message):
         make_competition(tmp_path / "bad", **args)
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_rewrite_replaces_an_earlier_competition_but_not_other_folders(tmp_path: Path) -> None:
+    make_competition(tmp_path / "c", n_train=3, n_test=1, size=1024, seed=0)
+    make_competition(tmp_path / "c", n_train=2, n_test=1, size=1024, seed=0)
+    assert len(list((tmp_path / "c").rglob("*.tiff"))) == 3
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(HelpkitError, match="not empty"):
+        make_competition(tmp_path / "other", n_train=2, n_test=1, size=1024, seed=0)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
 def test_cli_writes_a_competition_and_reports_bad_input(tmp_path: Path) -> None:

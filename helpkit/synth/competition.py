@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,17 @@ def _labels(rng: np.random.Generator, n: int) -> list[int]:
     return labels
 
 
+def _clear(out: Path) -> None:
+    """Make ``out`` ready: new or empty, or an earlier competition whose slides are removed
+    (stale slides from a larger run would otherwise be discovered as part of this one)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / "synth.json").is_file():
+        raise HelpkitError("folder is not empty and holds no synth.json; choose a new folder", out)
+    for name in ("train", "test", "truth"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
 def make_competition(
     out: str | Path,
     n_train: int = 8,
@@ -112,6 +124,7 @@ def make_competition(
 
     Train slides have the phase-1 look; ``shift`` moves the test slides' staining and
     scanner appearance (0 none, 1 about as far as HeLP phase 2 moved from phase 1).
+    Writing again into a folder made by this function replaces its competition.
     """
     out = Path(out)
     if n_train < 2:
@@ -120,15 +133,20 @@ def make_competition(
         raise HelpkitError(f"need at least 1 test slide, got {n_test}", out)
     if size < MIN_SIZE:
         raise HelpkitError(f"slide size {size} is too small (minimum {MIN_SIZE})", out)
+    if seed < 0:
+        raise HelpkitError(f"seed must be >= 0, got {seed}", out)
+    if mask_downsample < 1:
+        raise HelpkitError(f"mask downsample must be >= 1, got {mask_downsample}", out)
+    _clear(out)
     rng = np.random.default_rng([seed, 0xC0])
-    plan = [("train", label) for label in _labels(rng, n_train)]
-    plan += [("test", label) for label in _labels(rng, n_test)]
-    slide_seeds = np.random.SeedSequence(seed).generate_state(len(plan))
-    width = len(str(max(999, len(plan))))
+    order = [("train", label) for label in _labels(rng, n_train)]
+    order += [("test", label) for label in _labels(rng, n_test)]
+    slide_seeds = np.random.SeedSequence(seed).generate_state(len(order))
+    width = len(str(max(999, len(order))))
 
     slides = []
-    items = enumerate(plan)
-    for k, (split, label) in track(items, "synth", total=len(plan)) if progress else items:
+    items = enumerate(order)
+    for k, (split, label) in track(items, "synth", total=len(order)) if progress else items:
         slide_id = f"Slide{k + 1:0{width}d}"
         group = "positive" if label else "negative"
         if split == "train":
@@ -147,8 +165,8 @@ def make_competition(
             mask_downsample=mask_downsample,
         )
         slides.append(
-            {"slide_id": slide_id, "split": split, "label": label, "path": str(image),
-             "mask_path": str(mask), **truth}
+            {"slide_id": slide_id, "split": split, "label": label, "path": image.as_posix(),
+             "mask_path": mask.as_posix(), **truth}
         )
 
     test_rows = [f"{s['slide_id']},{s['label']}" for s in slides if s["split"] == "test"]

@@ -76,7 +76,7 @@ def _candidates(
 ) -> np.ndarray:
     """Nuclei of ``kind`` whose stamps can touch the level-0 box; rows of 8 hashed numbers
     plus centre (x, y): (n, 10)."""
-    reach = kind.radius * np.exp(kind.size_spread) * np.sqrt(kind.aspect[1]) * (1 + 2 * kind.irregular)
+    reach = _stamp_half(kind, 1.0)
     g = kind.spacing
     i = np.arange(int(np.floor((y0 - reach) / g)), int(np.floor((y1 + reach) / g)) + 1)
     j = np.arange(int(np.floor((x0 - reach) / g)), int(np.floor((x1 + reach) / g)) + 1)
