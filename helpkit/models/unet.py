@@ -15,8 +15,8 @@ from helpkit.models.blocks import centre_mean_probability, check_patch_size, con
 MULTIPLE, MINIMUM = 8, 32
 """Three 2x poolings: the side must divide by 8 and leave at least a 4x4 bottleneck."""
 
-BASES = (16, 32, 64)
-BOTTLENECK = 128
+BASES = (8, 16, 32)
+BOTTLENECK = 64
 
 
 def _double_conv(x: keras.KerasTensor, channels: int, name: str) -> keras.KerasTensor:
