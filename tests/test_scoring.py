@@ -19,7 +19,6 @@ from helpkit.scoring import (
     auc,
     auc_ci,
     delong_test,
-    read_labels,
     read_predictions,
     write_predictions,
     youden,
@@ -105,15 +104,6 @@ def test_write_predictions_round_trips_and_refuses_bad_values(tmp_path: Path) ->
     with pytest.raises(HelpkitError, match="duplicate"):
         write_predictions(tmp_path / "bad.csv", pd.Series([0.1, 0.2], index=["A", "A"]))
     assert not (tmp_path / "bad.csv").exists()
-
-
-def test_read_labels_drops_unknown_and_rejects_bad(tmp_path: Path) -> None:
-    labels = read_labels(_write(tmp_path, "slide_id,label\nA,1\nB,0\nC,-1\nD,\n", "labels.csv"))
-    assert labels.to_dict() == {"A": 1, "B": 0}
-    with pytest.raises(HelpkitError, match="bad rows for B"):
-        read_labels(_write(tmp_path, "slide_id,label\nA,1\nB,2\n", "l2.csv"))
-    with pytest.raises(HelpkitError, match="header"):
-        read_labels(_write(tmp_path, "A,1\nB,0\n", "l3.csv"))
 
 
 # ---- metrics ---------------------------------------------------------------------------

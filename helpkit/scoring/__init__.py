@@ -11,7 +11,8 @@ from helpkit.scoring.metrics import (
     summarise,
     youden,
 )
-from helpkit.scoring.predictions import Predictions, read_labels, read_predictions, write_predictions
+from helpkit.data import read_labels  # re-exported: scoring reads labels.csv, data owns its format
+from helpkit.scoring.predictions import Predictions, read_predictions, write_predictions
 
 __all__ = [
     "AUCResult",

@@ -1,4 +1,4 @@
-"""Platform-format predictions (``slide_id,probability``, no header) and label files.
+"""Platform-format predictions (``slide_id,probability``, no header).
 
 Reading is strict because the platform is: a header line, a duplicate id, an unknown or
 missing slide, a NaN or an infinity makes a submission fail or score wrongly, so each is
@@ -144,26 +144,3 @@ def write_predictions(path: str | Path, scores: pd.Series) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(lines, encoding="utf-8")
 
-
-def read_labels(path: str | Path) -> pd.Series:
-    """Read ``labels.csv`` (header ``slide_id,label``; labels 0/1) as an int Series by slide id.
-
-    Rows with an unknown label (-1 or empty) are dropped: they cannot be scored.
-    """
-    path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype={"slide_id": str})
-    except (OSError, ValueError) as err:
-        raise HelpkitError(f"cannot read labels ({err})", path) from err
-    if not {"slide_id", "label"} <= set(table.columns):
-        raise HelpkitError(f"labels need a header with slide_id,label; got {list(table.columns)}", path)
-    labels = pd.to_numeric(table["label"], errors="coerce")
-    bad = table.loc[labels.notna() & ~labels.isin([0, 1, -1]), "slide_id"].tolist()
-    bad += table.loc[labels.isna() & table["label"].notna(), "slide_id"].tolist()
-    if bad:
-        raise HelpkitError(f"labels must be 0, 1 (or -1/empty for unknown); bad rows for {', '.join(map(str, bad[:MAX_LISTED]))}", path)
-    dupes = table.loc[table["slide_id"].duplicated(), "slide_id"].tolist()
-    if dupes:
-        raise HelpkitError(f"duplicate slide ids in labels: {', '.join(dupes[:MAX_LISTED])}", path)
-    known = labels.isin([0, 1])
-    return pd.Series(labels[known].astype(int).to_numpy(), index=pd.Index(table.loc[known, "slide_id"], name="slide_id"), name="label")
