@@ -17,7 +17,11 @@ from typer.testing import CliRunner
 from helpkit.cli import app
 from helpkit.errors import HelpkitError
 from helpkit.synth import make_competition, make_slide
+from helpkit.synth.field import Plan2D
+from helpkit.synth.plan import make_plan
+from helpkit.synth.stain import look_for
 from helpkit.synth.tiff import pyramid_shapes
+from helpkit.synth.tissue import render_tile
 
 
 def _synth(root: Path) -> dict:
@@ -84,6 +88,33 @@ def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) ->
             inner = np.zeros_like(band)
             inner[:, : max(left - 1, 0)] = inner[: max(top_rows - 1, 0), :] = True
             assert black[inner].all() and not black[~band].any()
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 8])
+def test_tiles_join_without_seams(downsample: int) -> None:
+    """Each pixel is a function of its level-0 position: four tiles equal one big tile."""
+    plan = make_plan(4096, 4096, seed=7, positive=True)
+    look = look_for(7, shift=0.0)
+    i, j = np.unravel_index(np.argmax(plan.tumour.values), plan.tumour.values.shape)
+    x0, y0 = int(j * plan.tumour.cell) - 128 * downsample, int(i * plan.tumour.cell) - 128 * downsample
+    big = render_tile(plan, look, downsample, x0, y0, 256)
+    step = 128 * downsample
+    quads = [[render_tile(plan, look, downsample, x0 + c * step, y0 + r * step, 128) for c in (0, 1)] for r in (0, 1)]
+    stitched = np.concatenate([np.concatenate(row, axis=1) for row in quads], axis=0)
+    assert np.array_equal(stitched, big)
+    assert big.std() > 10
+
+
+def test_plan_window_bound_and_point_sampling_agree() -> None:
+    rng = np.random.default_rng(0)
+    field = Plan2D(rng.normal(size=(40, 30)), 16)
+    for _ in range(200):
+        x0, y0, w = *rng.uniform(-100, 700, 2), rng.uniform(1, 300)
+        xs, ys = np.linspace(x0, x0 + w - 1e-3, 37), np.linspace(y0, y0 + w - 1e-3, 29)
+        grid = field.grid(xs, ys)
+        assert grid.max() <= field.window_max(x0, y0, x0 + w, y0 + w) + 1e-6
+        gx, gy = np.meshgrid(xs, ys)
+        assert np.allclose(field.points(gx.ravel(), gy.ravel()).reshape(grid.shape), grid, atol=1e-5)
 
 
 def test_pyramid_halves_down_to_one_tile() -> None:

@@ -137,13 +137,13 @@ class Plan2D:
         return (top * (1 - ty) + bottom * ty).astype(np.float32)
 
     def window_max(self, x0: float, y0: float, x1: float, y1: float) -> float:
-        """An upper bound of the interpolant over the level-0 box [x0, x1) x [y0, y1)."""
+        """An upper bound of the interpolant over the level-0 box [x0, x1) x [y0, y1):
+        the largest node that any point of the box interpolates from."""
         ny, nx = self.values.shape
-        i0 = max(int(np.floor(y0 / self.cell - 0.5)), 0)
-        i1 = min(int(np.floor(y1 / self.cell - 0.5)) + 2, ny)
-        j0 = max(int(np.floor(x0 / self.cell - 0.5)), 0)
-        j1 = min(int(np.floor(x1 / self.cell - 0.5)) + 2, nx)
-        if i0 >= i1 or j0 >= j1:
-            i0, i1 = min(max(i0, 0), ny - 1), min(max(i0, 0), ny - 1) + 1
-            j0, j1 = min(max(j0, 0), nx - 1), min(max(j0, 0), nx - 1) + 1
-        return float(self.values[i0:i1, j0:j1].max())
+
+        def span(lo: float, hi: float, n: int) -> slice:
+            first = int(np.floor(lo / self.cell - 0.5))
+            last = int(np.floor(hi / self.cell - 0.5)) + 1
+            return slice(min(max(first, 0), n - 1), min(max(last, 0), n - 1) + 1)
+
+        return float(self.values[span(y0, y1, ny), span(x0, x1, nx)].max())

@@ -99,7 +99,7 @@ def _stamp(kind: NucleusKind, nuc: np.ndarray, x0: float, y0: float, d: float, h
            border: int) -> None:
     """Draw nuclei ``nuc`` (rows from ``_candidates``) into the haematoxylin map in place.
 
-    ``h_map`` has ``border`` spare pixels on each side (at least the stamp half-side), so
+    ``h_map`` has ``border`` spare pixels on each side (twice the stamp half-side), so
     stamps need no clipping. All nuclei of a kind share one box, so drawing is a few array
     operations over (nuclei, box, box); overlapping nuclei keep the darker value.
     """
@@ -186,7 +186,7 @@ def render_tile(
     h = np.where(tumour, np.float32(0.1), 0.06 + 0.03 * slow)
 
     if d <= STAMP_MAX_DOWNSAMPLE:
-        border = max(_stamp_half(kind, d) for kind in KINDS) + 1
+        border = 2 * max(_stamp_half(kind, d) for kind in KINDS) + 2  # a stamp reaching in from outside fits
         h_nuc = np.zeros((n + 2 * border, n + 2 * border), np.float32)
         x1, y1 = ox + n * d, oy + n * d
         for kind in KINDS:
