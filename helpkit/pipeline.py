@@ -90,7 +90,7 @@ def train(
     from helpkit.ensemble import fit_ensemble, write_report
     from helpkit.features.table import build_features
     from helpkit.heatmap.run import Options, make_heatmaps, slide_records
-    from helpkit.train import train_run
+    from helpkit.train.fit import TrainConfig, train_run
 
     started = time.monotonic()
     model_dir = Path(model_dir)
@@ -109,11 +109,10 @@ def train(
         t0 = time.monotonic()
         index = _patch_index(slides, spec, config.seed, model_dir)
         log(f"training {spec.name} ({spec.architecture}, {spec.folds} folds)")
-        train_run(
-            index, run_dir, architecture=spec.architecture, name=spec.name, folds=spec.folds, epochs=spec.epochs,
-            time_budget_min=spec.time_budget_min, width=spec.width, batch_size=spec.batch,
-            max_per_class=spec.max_patches_per_class, seed=config.seed,
-        )
+        train_config = TrainConfig(model=spec.architecture, width=spec.width, folds=spec.folds, epochs=spec.epochs,
+                                   batch_size=spec.batch, seed=config.seed)
+        budget = spec.time_budget_min * 60 if spec.time_budget_min is not None else None
+        train_run(index, run_dir, train_config, name=spec.name, time_budget_s=budget)
         timings[f"train_{spec.name}"] = time.monotonic() - t0
 
     t0 = time.monotonic()
