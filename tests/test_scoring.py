@@ -82,8 +82,8 @@ def test_all_problems_reported_together(tmp_path: Path) -> None:
 def test_out_of_range_and_constant_are_warnings_or_strict_errors(tmp_path: Path) -> None:
     out_of_range = _write(tmp_path, "Slide001,90.5\nSlide002,0.2\nSlide003,0.3\n")
     preds = read_predictions(out_of_range, IDS)
-    assert preds.warnings == ["line 1: probability of Slide001 is 90.5, outside [0, 1]"]
-    with pytest.raises(HelpkitError, match="strict: line 1"):
+    assert preds.warnings == ["1 value(s) outside [0, 1]: line 1: Slide001 = 90.5"]
+    with pytest.raises(HelpkitError, match="strict: 1 value"):
         read_predictions(out_of_range, IDS, strict=True)
     constant = _write(tmp_path, "Slide001,0.5\nSlide002,0.5\nSlide003,0.5\n", "c.csv")
     assert "constant column" in read_predictions(constant, IDS).warnings[0]

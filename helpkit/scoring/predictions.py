@@ -115,11 +115,8 @@ def read_predictions(
 
 def _value_warnings(scores: pd.Series, first_line: dict[str, int]) -> list[str]:
     """Problems the platform tolerates: out-of-range values and a constant column."""
-    warnings = [
-        f"line {first_line[sid]}: probability of {sid} is {value:g}, outside [0, 1]"
-        for sid, value in scores.items()
-        if not 0.0 <= value <= 1.0
-    ]
+    outside = [f"line {first_line[sid]}: {sid} = {value:g}" for sid, value in scores.items() if not 0.0 <= value <= 1.0]
+    warnings = [f"{len(outside)} value(s) outside [0, 1]: {_listing(outside)}"] if outside else []
     if len(scores) > 1 and scores.nunique() == 1:
         warnings.append(f"all {len(scores)} probabilities equal {scores.iloc[0]:g}: a constant column scores AUC 0.5")
     return warnings
