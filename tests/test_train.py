@@ -17,7 +17,7 @@ from skimage.color import hed2rgb, rgb2hed
 
 from helpkit.errors import HelpkitError
 from helpkit.train import load_run
-from helpkit.train.augment import AugmentConfig, augment, hed_jitter
+from helpkit.train.augment import AugmentConfig, _symmetry_maps, augment, hed_jitter
 from helpkit.train.dataset import SlidePatches, patch_dataset
 from helpkit.train.fit import FoldData, TrainConfig, train_fold, train_run
 from helpkit.train.folds import slide_folds
@@ -140,6 +140,13 @@ def test_hed_jitter_matches_skimage() -> None:
     expected = np.stack([np.clip(hed2rgb(rgb2hed(rgb[i]) * alpha[i] + beta[i]), 0, 1) for i in range(2)])
     got = hed_jitter(tf.constant(rgb / 255.0, tf.float32), alpha, beta).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_symmetry_maps_are_the_eight_rotations_and_flips() -> None:
+    grid = np.arange(25).reshape(5, 5)
+    produced = {tuple(grid.ravel()[order]) for order in _symmetry_maps(5)}
+    expected = {tuple(np.rot90(g, k).ravel()) for g in (grid, grid[:, ::-1]) for k in range(4)}
+    assert produced == expected
 
 
 def test_symmetries_only_move_pixels_and_are_seeded() -> None:

@@ -47,14 +47,27 @@ def hed_jitter(rgb: tf.Tensor, alpha: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.exp(-log_rgb), 0.0, 1.0)
 
 
+def _symmetry_maps(patch_size: int) -> np.ndarray:
+    """(8, P*P) pixel orders: each of the square's 8 symmetries as one flat permutation."""
+    grid = np.arange(patch_size * patch_size).reshape(patch_size, patch_size)
+    maps = []
+    for transposed in (grid, grid.T):
+        for rotated in (transposed, transposed[::-1], transposed[:, ::-1], transposed[::-1, ::-1]):
+            maps.append(rotated.ravel())
+    return np.stack(maps).astype(np.int32)
+
+
 def _symmetries(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """A random one of the 8 square symmetries per patch: optional transpose, then flips."""
-    b = tf.shape(images)[0]
-    coins = tf.random.stateless_uniform((3, b), seed) < 0.5
-    transposed = tf.transpose(images, (0, 2, 1, 3))  # square patches: transpose keeps shape
-    images = tf.where(coins[0][:, None, None, None], transposed, images)
-    images = tf.where(coins[1][:, None, None, None], tf.reverse(images, [1]), images)
-    return tf.where(coins[2][:, None, None, None], tf.reverse(images, [2]), images)
+    """A random one of the 8 square symmetries per patch, as a single gather.
+
+    One gather of precomputed pixel orders instead of chained flips and transposes
+    selected with tf.where: one copy of the batch instead of six (much faster on CPU).
+    """
+    b, p = tf.shape(images)[0], images.shape[1]
+    which = tf.random.stateless_uniform((b,), seed, 0, 8, dtype=tf.int32)
+    orders = tf.gather(tf.constant(_symmetry_maps(p)), which)
+    flat = tf.reshape(images, (b, p * p, 3))
+    return tf.reshape(tf.gather(flat, orders, axis=1, batch_dims=1), (b, p, p, 3))
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()) -> tf.Tensor:

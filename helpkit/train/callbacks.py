@@ -75,7 +75,8 @@ class ResumeState(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stop training early enough that validation and saving finish before ``deadline``.
 
-    ``deadline`` is a ``time.monotonic()`` value. The time kept in reserve is 2.5x what
+    ``deadline`` is a ``time.monotonic()`` value. The first step (tracing and compiling)
+    is not counted as a step time. The time kept in reserve is 2.5x what
     the last validation-plus-save took (this epoch's, then the final evaluation of the best
     model, with slack), or before the first one, a guess from the training step time and
     the number of validation batches.
@@ -89,6 +90,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.step_s = 0.0
         self.tail_s: float | None = None
         self.stopped = False
+        self._steps = 0
         self._last = self._train_end = 0.0
 
     def _reserve(self) -> float:
@@ -106,8 +108,13 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.monotonic()
         step = now - self._last
-        self.step_s = step if self.step_s == 0 else 0.9 * self.step_s + 0.1 * step
         self._last = self._train_end = now
+        self._steps += 1
+        if self._steps == 1:  # the first step traces and compiles: not a step time
+            if now + self.margin_s > self.deadline:
+                self.model.stop_training = self.stopped = True
+            return
+        self.step_s = step if self.step_s == 0 else 0.9 * self.step_s + 0.1 * step
         self._stop_if_late()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
