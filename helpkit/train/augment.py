@@ -47,7 +47,7 @@ def hed_jitter(rgb: tf.Tensor, alpha: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.exp(-log_rgb), 0.0, 1.0)
 
 
-def _symmetry_maps(patch_size: int) -> np.ndarray:
+def symmetry_maps(patch_size: int) -> np.ndarray:
     """(8, P*P) pixel orders: each of the square's 8 symmetries as one flat permutation."""
     grid = np.arange(patch_size * patch_size).reshape(patch_size, patch_size)
     maps = []
@@ -65,7 +65,7 @@ def _symmetries(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """
     b, p = tf.shape(images)[0], images.shape[1]
     which = tf.random.stateless_uniform((b,), seed, 0, 8, dtype=tf.int32)
-    orders = tf.gather(tf.constant(_symmetry_maps(p)), which)
+    orders = tf.gather(tf.constant(symmetry_maps(p)), which)
     flat = tf.reshape(images, (b, p * p, 3))
     return tf.reshape(tf.gather(flat, orders, axis=1, batch_dims=1), (b, p, p, 3))
 
