@@ -19,12 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from skimage.filters import threshold_otsu
 
 from helpkit.slide.annotation import read_annotation_mask
 from helpkit.slide.grid import cell_fractions, grid_for
 from helpkit.slide.index import index_slide
 from helpkit.slide.reader import SlideReader
-from helpkit.slide.tissue import TISSUE_DOWNSAMPLE, saturation, tissue_from_rgb
+from helpkit.slide.tissue import saturation, tissue_from_rgb, tissue_level
 from helpkit.synth import make_slide
 
 
@@ -82,7 +83,7 @@ def main() -> None:
     result = index_slide(slide, mask, 1)
 
     with SlideReader(slide) as reader:
-        level = reader.best_level_for_downsample(TISSUE_DOWNSAMPLE)
+        level = tissue_level(reader)
         ds = reader.level_downsamples[level]
         thumb = reader.read_level(level)
         grid = grid_for(reader)
@@ -98,8 +99,6 @@ def main() -> None:
 
     # Same work both ways on the same thumbnail: tissue per pixel, then each cell's tissue share.
     values = saturation(thumb)[thumb.max(axis=2) >= 50]
-    from skimage.filters import threshold_otsu
-
     threshold = float(np.clip(threshold_otsu(values), 0.04, 0.2))
     cell = grid.stride0 / ds
     vectorised = best_time(lambda: cell_fractions(tissue_from_rgb(thumb), ds, grid), args.repeat)
