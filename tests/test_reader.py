@@ -18,12 +18,14 @@ MPP = 0.5
 
 
 def write_pyramid(path: Path, rgb: np.ndarray, levels: int = 3, tile: int = 128) -> Path:
-    """A generic tiled TIFF as OpenSlide reads it: one tiled JPEG page per level, halving."""
+    """A generic tiled TIFF as OpenSlide reads it: one tiled JPEG page per level, halving
+    (sizes rounded down, as scanners do)."""
+    height, width = rgb.shape[:2]
     with tifffile.TiffWriter(path) as tif:
         for level in range(levels):
             step = 2**level
             tif.write(
-                rgb[::step, ::step], tile=(tile, tile), compression="jpeg", photometric="rgb",
+                rgb[: height // step * step : step, : width // step * step : step], tile=(tile, tile), compression="jpeg", photometric="rgb",
                 resolution=(1e4 / (MPP * step),) * 2, resolutionunit="CENTIMETER",
                 subfiletype=0 if level == 0 else 1,
             )

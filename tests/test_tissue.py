@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from test_reader import write_pyramid  # tests/ is on sys.path (pytest's default import mode)
 
-from helpkit.slide.tissue import saturation, tissue_from_rgb
+from helpkit.slide.reader import SlideReader
+from helpkit.slide.tissue import saturation, tissue_from_rgb, tissue_level
 
 PINK, PURPLE, WHITE = (232, 160, 205), (140, 70, 160), (245, 244, 246)
 
@@ -58,3 +62,11 @@ def test_all_tissue_thumbnail_stays_tissue() -> None:
 def test_saturation() -> None:
     rgb = np.array([[[0, 0, 0], [200, 100, 50], [90, 90, 90]]], np.uint8)
     np.testing.assert_allclose(saturation(rgb)[0], [0.0, 0.75, 0.0])
+
+
+def test_tissue_level_counts_rounded_downsamples_as_exact(tmp_path: Path) -> None:
+    # 1030 px halves to 515, 257, 128, 64: the last level's downsample is 16.09, not 16.
+    path = write_pyramid(tmp_path / "odd.tiff", np.full((1030, 1030, 3), 200, np.uint8), levels=5, tile=64)
+    with SlideReader(path) as reader:
+        assert reader.level_downsamples[4] == pytest.approx(1030 / 64)
+        assert tissue_level(reader, 16.0) == 4 and tissue_level(reader, 15.0) == 3
