@@ -155,13 +155,27 @@ def run_demo(out: str | Path, quick: bool = False, docker: bool = True) -> dict[
 
 def _validate_in_docker(run: dict[str, Any], out: Path, phase1: Path, phase2: Path, settings: DemoSettings,
                         clock: _Clock) -> None:
+    from docker.errors import ImageNotFound
+
+    from helpkit.config import load_submission
+    from helpkit.submission.base_image import build_base_image
     from helpkit.submission.docker_build import build_submission
-    from helpkit.submission.engine import engine_reachable
+    from helpkit.submission.engine import client
     from helpkit.submission.validate import validate
 
-    if not engine_reachable():
-        raise HelpkitError("no Docker engine reachable: start one (see the README) or run `helpkit demo --no-docker`")
+    try:
+        engine = client()
+    except HelpkitError as err:
+        raise HelpkitError(f"{err.message}; or run `helpkit demo --no-docker`") from err
+    base = load_submission(settings.submission).base_image
     with clock.step("build", f"building the {settings.submission} submission image"):
+        try:
+            engine.images.get(base)
+        except ImageNotFound:
+            if not base.startswith("helpkit/base:"):
+                raise HelpkitError(f"base image {base} is not in the engine and no registry is assumed") from None
+            print(f"base image {base} is missing: building it with debootstrap", flush=True)
+            build_base_image(base)
         built = build_submission(settings.submission)
     run["submission"] |= {"image": built.tag, "image_id": built.image_id, "image_size_bytes": built.size_bytes}
     work = out / "validation"
