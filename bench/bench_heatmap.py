@@ -100,7 +100,7 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-patches", type=int, default=20_000)
-    parser.add_argument("--size", type=int, default=32768, help="first slide side tried for --min-patches")
+    parser.add_argument("--size", type=int, default=39680, help="first slide side tried for --min-patches")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--per-patch", type=int, default=200, help="patches timed for the per-patch loop")

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +38,12 @@ def out_of_fold(run: Run, slide_id: str) -> list[int]:
     return [fold.index for fold in run.folds if slide_id not in fold.train_slides]
 
 
-def keras_predictor(cache: dict[tuple[Path, int], object] | None = None) -> PredictorFactory:
+def keras_predictor() -> PredictorFactory:
     """A factory of predict functions from a run's fold models: their mean over the folds asked.
 
-    Models are loaded once and kept in ``cache`` (one per run and fold).
+    Each model is loaded once and kept for the factory's lifetime (one per run and fold).
     """
-    models = cache if cache is not None else {}
+    models: dict[tuple[Path, int], Any] = {}
 
     def factory(run: Run, folds: list[int]) -> PredictFn:
         for k in folds:
@@ -92,23 +93,6 @@ def slide_records(data_dir: str | Path) -> list[SlideRecord]:
     ]
 
 
-def _is_current(path: Path, run: Run, folds: list[int], stride: int | None) -> bool:
-    """True when ``path`` holds a good heatmap of ``run`` with this geometry, newer than its models."""
-    if not path.is_file():
-        return False
-    try:
-        old = read_heatmap(path)
-    except HelpkitError:
-        return False
-    if old.error or old.model != run.name or old.level != run.level or old.patch_size != run.patch_size:
-        return False
-    old_stride = round(old.stride0 * old.patch_size / old.patch_size0) if old.patch_size0 else None
-    if old_stride != (stride or run.patch_size) or sorted(old.folds) != sorted(folds):
-        return False
-    mtime = path.stat().st_mtime_ns
-    return all(run.fold(k).model_path.stat().st_mtime_ns <= mtime for k in folds)
-
-
 @dataclass(frozen=True)
 class Options:
     """How heatmaps are made: ``stride`` in pixels at the run's level (None: the patch size)."""
@@ -118,6 +102,27 @@ class Options:
     workers: int | None = None
     png: bool = False
     force: bool = False
+
+
+def _is_current(path: Path, run: Run, folds: list[int], options: Options) -> bool:
+    """True when ``path`` holds a good heatmap of ``run`` with this geometry, newer than its models.
+
+    Error heatmaps are never current: a slide that failed is tried again.
+    """
+    if not path.is_file() or (options.png and not path.with_suffix(".png").is_file()):
+        return False
+    try:
+        old = read_heatmap(path)
+    except HelpkitError:
+        return False
+    if old.error or old.model != run.name or old.level != run.level or old.patch_size != run.patch_size:
+        return False
+    old_stride = round(old.stride0 * old.patch_size / old.patch_size0) if old.patch_size0 else None
+    if old_stride != (options.stride or run.patch_size) or sorted(old.folds) != sorted(folds):
+        return False
+    mtime = path.stat().st_mtime_ns
+    models = [run.fold(k).model_path for k in folds]
+    return all(m.is_file() and m.stat().st_mtime_ns <= mtime for m in models)
 
 
 def make_heatmaps(
@@ -146,7 +151,7 @@ def make_heatmaps(
             todo = [
                 (run, folds) for run, folds in plan
                 if options.force
-                or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), run, folds, options.stride)
+                or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), run, folds, options)
             ]
             maker.counts["skipped"] += len(plan) - len(todo)
             if todo:
