@@ -61,10 +61,11 @@ def discover(root: str | Path) -> pd.DataFrame:
     """Slide records under ``root``: slide_id, path, split ('train'|'test'), label, mask_path.
 
     label is 1 (positive), 0 (negative) or -1 (unknown, every test slide); mask_path is
-    None where there is no mask. Raises HelpkitError naming the file for a positive slide
+    None where there is no mask. Paths are absolute, so a patch index written from them
+    reads the same from any working directory. Raises HelpkitError naming the file for a positive slide
     without a mask, duplicate slide ids, an empty split or an unknown layout.
     """
-    root = Path(root)
+    root = Path(root).absolute()
     if not root.is_dir():
         raise HelpkitError("data folder not found", root)
     if (root / "train").is_dir() or (root / "test").is_dir():

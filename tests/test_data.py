@@ -106,3 +106,10 @@ def test_bad_labels(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(HelpkitError, match=message) as info:
         read_labels(path)
     assert info.value.path == path
+
+
+def test_paths_are_absolute(layout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(layout)
+    slides = discover("test")
+    assert all(Path(p).is_absolute() for p in slides["path"])
+    assert slides["path"].iloc[0] == layout / "test/Slide010.mrxs"
