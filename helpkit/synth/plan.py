@@ -158,9 +158,12 @@ def _tumour_field(
     if not len(deep):
         deep = np.argwhere(tissue == tissue.max())
     r_min, r_max = max(120.0, 0.012 * side, 3 * cell), 0.2 * side
+    # always one micro-metastasis; a quarter of positive slides have nothing else (the hard
+    # cases), the others add deposits of log-uniform size from mid-sized to large
     n = int(rng.integers(1, 5))
-    radii = np.exp(rng.uniform(np.log(r_min), np.log(r_max), size=n))
-    radii[0] = r_min * rng.uniform(1.0, 1.6)  # always one micro-metastasis
+    r_mid = np.sqrt(r_min * r_max)
+    radii = np.exp(rng.uniform(np.log(r_mid), np.log(r_max), size=n))
+    radii[0] = r_min * rng.uniform(1.0, 1.6)
     field = np.full(gx.shape, -1.0)
     for r in radii:
         i, j = deep[rng.integers(len(deep))]
