@@ -208,19 +208,19 @@ def test_time_budget_stops_and_leaves_a_loadable_model(tmp_path: Path) -> None:
 
 def test_train_run_writes_run_folder(tmp_path: Path, tiny_index: pd.DataFrame) -> None:
     out = tmp_path / "run"
-    run = train_run(tiny_index, out, TrainConfig(model="simple", width=0.25, folds=2, epochs=1, batch_size=32),
+    run = train_run(tiny_index, out, TrainConfig(model="simple", width=0.25, folds=1, epochs=1, batch_size=32),
                     name="tiny")
     assert run == load_run(out)
-    assert run.name == "tiny" and run.level == 1 and run.patch_size == 64 and len(run.folds) == 2
+    assert run.name == "tiny" and run.level == 1 and run.patch_size == 64 and len(run.folds) == 1
     for fold in run.folds:
         meta = json.loads((fold.model_path.parent / "model.json").read_text())
         assert meta["train_slides"] == fold.train_slides and meta["val_slides"] == fold.val_slides
         assert not set(fold.train_slides) & set(fold.val_slides)
         assert meta["architecture"] == "simple" and meta["fold"] == fold.index
         assert len(meta["metrics"]["history"]) == 1 and 0 <= meta["metrics"]["val_auc"] <= 1
+        assert set(fold.train_slides) | set(fold.val_slides) == set(tiny_index["slide_id"])
         model = run.load_model(fold.index)
         assert model.predict(np.zeros((2, 64, 64, 3), np.uint8), verbose=0).shape == (2, 1)
-    assert sorted(s for f in run.folds for s in f.val_slides) == sorted(tiny_index["slide_id"].unique())
 
 
 def test_failing_slide_mid_training_is_a_clear_error(tmp_path: Path, tiny_index: pd.DataFrame) -> None:

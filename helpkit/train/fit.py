@@ -20,14 +20,13 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import log_loss, roc_auc_score
 
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
 from helpkit.models import build
 from helpkit.train.augment import AugmentConfig
 from helpkit.train.cache import open_cache
-from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget
+from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget, Validation
 from helpkit.train.dataset import PatchSource, SlidePatches, check_index, patch_dataset
 from helpkit.train.folds import slide_folds
 from helpkit.train.run import NORMALISATION, Run, fold_dir, load_run, write_run
@@ -61,21 +60,24 @@ class FoldData:
     val_rows: np.ndarray
     val_labels: np.ndarray
     failed: int = 0
+    """Rows left out because the cache could not read them (reading slides directly, the
+    source counts its failed reads itself)."""
 
 
 def fold_data(index: pd.DataFrame, source: PatchSource, train_slides: list[str], val_slides: list[str],
               usable: np.ndarray | None = None) -> FoldData:
     """Labelled (0/1) rows of the fold's slides; ``usable`` masks out rows known unreadable."""
     labels = index["label"].to_numpy()
-    keep = np.isin(labels, (0, 1)) & (usable if usable is not None else True)
     slide = index["slide_id"].astype(str).to_numpy()
+    labelled = np.isin(labels, (0, 1)) & np.isin(slide, train_slides + val_slides)
+    unreadable = labelled & ~usable if usable is not None else np.zeros(len(index), bool)
+    keep = labelled & ~unreadable
     train = np.flatnonzero(keep & np.isin(slide, train_slides))
     val = np.flatnonzero(keep & np.isin(slide, val_slides))
     for name, rows, slides in (("training", train, train_slides), ("validation", val, val_slides)):
         if len(rows) == 0:
             raise HelpkitError(f"no readable labelled {name} patches in slides {', '.join(slides)}")
-    failed = 0 if usable is None else int((~usable & keep & np.isin(slide, train_slides + val_slides)).sum())
-    return FoldData(source, train, labels[train], val, labels[val], failed)
+    return FoldData(source, train, labels[train], val, labels[val], int(unreadable.sum()))
 
 
 def _compile(model: keras.Model, learning_rate: float) -> None:
@@ -119,7 +121,7 @@ def train_fold(
         keras.utils.set_random_seed(config.seed)
         model = build(config.model, patch_size=patch_size, width=config.width)
         _compile(model, config.learning_rate)
-        state = {"epochs_done": 0, "history": [], "best": math.inf, "best_epoch": -1}
+        state = {"epochs_done": 0, "history": [], "best": None, "best_epoch": -1}
     else:
         try:
             model = keras.models.load_model(folder / "checkpoint.keras")
@@ -140,6 +142,7 @@ def train_fold(
     budget = TimeBudget(deadline if deadline is not None else math.inf,
                         val_steps=math.ceil(len(data.val_rows) / config.batch_size))
     callbacks = [
+        Validation(val_ds),  # first: the callbacks after it read its val_* metrics
         *schedulers.values(),
         ResumeState(state, schedulers),
         Checkpoint(folder, state, schedulers),
@@ -148,7 +151,7 @@ def train_fold(
         *(extra_callbacks or []),
     ]
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+        model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
     except (tf.errors.OpError, HelpkitError) as err:
         fatal = getattr(data.source, "fatal", None)
@@ -166,25 +169,13 @@ def train_fold(
     return state
 
 
-def evaluate_fold(model_path: Path, data: FoldData, batch_size: int) -> dict[str, float | None]:
-    """Exact patch-level validation metrics of the saved best model (sklearn, not Keras'
-    thresholded AUC); AUC is None when the validation patches hold one class only."""
-    model = keras.models.load_model(model_path, compile=False)
-    probs, labels = [], []
-    for images, y in patch_dataset(data.source, data.val_rows, data.val_labels, batch_size, training=False):
-        probs.append(model.predict_on_batch(images).ravel())
-        labels.append(y.numpy().ravel())
-    prob, label = np.concatenate(probs), np.concatenate(labels)
-    two_classes = len(np.unique(label)) == 2
-    return {
-        "val_auc": float(roc_auc_score(label, prob)) if two_classes else None,
-        "val_accuracy": float(np.mean((prob >= 0.5) == label)),
-        "val_loss": float(log_loss(label, prob, labels=[0, 1])),
-    }
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: an undefined metric (AUC of one class) is written as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, Any],
-                final: dict[str, float | None]) -> dict[str, Any]:
+def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, Any]) -> dict[str, Any]:
+    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
     return {
         "name": run["name"],
         "architecture": run["config"]["model"],
@@ -198,10 +189,10 @@ def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, An
         "val_slides": run["splits"][k][1],
         "train_patches": int(len(data.train_rows)),
         "val_patches": int(len(data.val_rows)),
-        "failed_patches": data.failed,
+        "failed_patches": data.failed + getattr(data.source, "failures", 0),
         "metrics": {
             "best_epoch": state["best_epoch"],
-            **final,
+            **{key: _finite(best.get(key)) for key in ("val_loss", "val_accuracy", "val_auc")},
             "epochs_done": state["epochs_done"],
             "stopped": state["stopped"],
             "seconds": round(state.get("seconds", 0.0), 1),
@@ -256,8 +247,7 @@ def train_run(
             data = fold_data(index, source, train_slides, val_slides, usable)
             state = train_fold(data, fold_dir(out, k), config, patch_size=patch_size, deadline=fold_deadline,
                                description=f"{name} fold {k + 1}/{len(splits)}", extra_callbacks=extra_callbacks)
-            final = evaluate_fold(fold_dir(out, k) / "model.keras", data, config.batch_size)
-            write_json(fold_dir(out, k) / "model.json", _model_json(run_meta, k, data, state, final))
+            write_json(fold_dir(out, k) / "model.json", _model_json(run_meta, k, data, state))
     finally:
         if isinstance(source, SlidePatches):
             source.close()
