@@ -13,6 +13,12 @@ from keras import layers
 from helpkit.errors import HelpkitError
 
 
+BN_MOMENTUM = 0.9
+"""Batch-norm moving statistics follow the weights within ~10 steps, not Keras' ~100: with
+short CPU budgets (tens of steps per epoch) the default left inference-mode validation far
+behind training (patch AUC 0.6 on held-out slides while the same weights scored 1.0 later)."""
+
+
 def check_patch_size(name: str, patch_size: int, multiple: int, minimum: int) -> None:
     """Raise a HelpkitError stating the rule if ``patch_size`` does not fit the architecture."""
     if not isinstance(patch_size, int) or patch_size < minimum or patch_size % multiple:
@@ -43,7 +49,7 @@ def conv_bn(x: keras.KerasTensor, channels: int, kernel: int | tuple[int, int], 
     """Convolution, batch normalisation, ReLU: the unit all three architectures stack."""
     x = layers.Conv2D(channels, kernel, strides=strides, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
