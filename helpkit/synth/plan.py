@@ -107,12 +107,11 @@ def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
     )
     holes = np.clip(value_noise(noise_seed + 3, xs, ys, side / 25) - 0.72, 0, None) * 2.0
     edge = np.minimum.reduce([gx - left, right - gx, gy - top, bottom - gy]) / (0.05 * side)
-    raw = blob + rough - holes
-    raw = np.where(scanned, np.minimum(raw, raw.max() * np.clip(edge, -1, 1)), -1.0)
-    target = rng.uniform(0.3, 0.5)
-    inside = raw[scanned & (edge > 0)]
-    threshold = np.quantile(inside, 1.0 - target) if inside.size else 0.0
-    tissue = (raw - threshold).astype(np.float32)
+    # a soft penalty towards the slide's edges bends outlines inwards; the hard cap after it
+    # keeps tissue off the edges and out of the non-scanned margin
+    raw = blob + rough - holes - 2.0 * np.clip(1.0 - edge / 3.0, 0, 1) ** 2
+    tissue = np.minimum(raw, np.clip(edge, -1, 1))
+    tissue = np.where(scanned, tissue, -1.0).astype(np.float32)
 
     cellular = np.clip((value_noise(noise_seed + 4, xs, ys, side / 10) - 0.3) * 2.5, 0, 1)
     lymph = np.zeros_like(tissue)
