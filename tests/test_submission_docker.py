@@ -43,19 +43,19 @@ def test_missing_engine_skips_locally_but_fails_in_ci(reachable, base, ci, actio
 @pytest.fixture(scope="module")
 def engine():
     """A reachable engine with the base image, or a skip (a failure under CI) saying what is missing."""
-    from helpkit.submission.engine import START_ENGINE_HINT, engine_reachable
+    from helpkit.submission.engine import START_ENGINE_HINT, client, engine_reachable
 
     reachable = engine_reachable()
     base = False
     if reachable:
-        from helpkit.submission.engine import client
-
         base = bool(client().images.list(name=BASE_IMAGE))
     action = missing_engine_action(reachable, base, os.environ.get("CI"))
     if action is not None:
         why = START_ENGINE_HINT if not reachable else f"no {BASE_IMAGE} image: run `make base-image`"
         (pytest.fail if action == "fail" else pytest.skip)(why)
-    return True
+    yield
+    # Each fixture build re-tags the same name; drop the images it left untagged (ours only).
+    client().images.prune(filters={"dangling": True, "label": "helpkit.fixture=validator"})
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +130,13 @@ def test_static_failure_stops_before_any_container(engine, tiny_layout: Path, tm
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_simple_submission_builds_and_passes_on_a_tiny_competition(engine, tiny_competition: Path, tmp_path) -> None:
+def test_simple_submission_builds_and_passes_on_a_small_competition(engine, tmp_path: Path) -> None:
+    """The shipped image, real training and inference, on 6 training slides (3 folds need 3 per class)."""
     from helpkit.submission.validate import validate
+    from helpkit.synth import make_competition
 
-    report = validate("simple-maxprob", tiny_competition, report_path=tmp_path / "report.json", quiet=True)
+    data = make_competition(tmp_path / "competition", n_train=6, n_test=2, size=2048, seed=0, shift=0.0)
+    report = validate("simple-maxprob", data, report_path=tmp_path / "report.json", quiet=True)
     assert report.verdict == "PASS", json.dumps(report.to_dict(), indent=1)[-3000:]
     assert report.output["rows"] == 2
+    assert [s["stage"] for s in report.stages] == ["train", "inference"]

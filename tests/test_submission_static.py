@@ -165,9 +165,11 @@ def test_missing_engine_is_one_line_saying_how_to_start_one(monkeypatch, capsys)
     assert "dockerd --bridge=none --iptables=false" in err
 
 
-def test_helpkit_wheel_carries_the_package(tmp_path: Path) -> None:
+def test_helpkit_wheel_carries_the_package_and_is_reproducible(tmp_path: Path) -> None:
     from helpkit.submission.wheelhouse import build_helpkit_wheel
 
-    wheel = build_helpkit_wheel(tmp_path)
+    wheel = build_helpkit_wheel(tmp_path / "a")
     names = zipfile.ZipFile(wheel).namelist()
     assert "helpkit/config.py" in names and "helpkit/submission/validate.py" in names
+    # Same code, same bytes: otherwise every build would miss Docker's layer cache.
+    assert build_helpkit_wheel(tmp_path / "b").read_bytes() == wheel.read_bytes()

@@ -54,12 +54,33 @@ def _build_lines(context: Path, tag: str) -> Iterator[str]:
         raise HelpkitError("docker build finished without an image id; last output: " + " | ".join(tail), context)
 
 
+def _image_id(tag: str) -> str | None:
+    """The id ``tag`` points at now, or None."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return str(client().images.get(tag).id)
+    except ImageNotFound:
+        return None
+
+
+def _remove_replaced(image_id: str) -> None:
+    """Remove the image a rebuild untagged (its layers that the new image shares stay)."""
+    from docker.errors import APIError
+
+    try:
+        client().images.remove(image_id)
+    except APIError:  # still used by a container or another tag: leave it
+        pass
+
+
 def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
     """Build ``context`` (host networking, never a pull) and tag it; errors carry the build log tail.
 
     Progress shows the Dockerfile step being run and prints each step; ``quiet`` prints nothing.
     """
     start = time.monotonic()
+    previous = _image_id(tag)
     if quiet:
         for _ in _build_lines(context, tag):
             pass
@@ -72,6 +93,8 @@ def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
                     bar.update(task, completed=int(step[1]) - 1, total=int(step[2]), description=step[3][:60])
                     bar.console.print(line, style="dim", markup=False, highlight=False)
     image = client().images.get(tag)
+    if previous not in (None, image.id):
+        _remove_replaced(previous)
     return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
 
 

@@ -36,10 +36,15 @@ TARGET_FLAGS = [
 ]
 
 
+REPRODUCIBLE_ENV = {"SOURCE_DATE_EPOCH": "315532800"}
+"""Fixed zip timestamps: the same code gives the same wheel, so Docker's layer cache holds."""
+
+
 def _pip(args: list[str], what: str, quiet: bool = True) -> subprocess.CompletedProcess[str]:
     """Run pip of this interpreter; a failure raises HelpkitError with pip's last lines."""
     cmd = [sys.executable, "-m", "pip", *args]
-    proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE if quiet else None, stderr=subprocess.PIPE)
+    env = {**os.environ, **REPRODUCIBLE_ENV}
+    proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE if quiet else None, stderr=subprocess.PIPE, env=env)
     if proc.returncode != 0:
         tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-6:] if not line.startswith("WARNING"))
         raise HelpkitError(f"{what} failed: {tail}")
@@ -78,15 +83,17 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 
 
 def vendor(dest: Path, cache: Path = CACHE_DIR) -> list[Path]:
-    """Fill ``dest`` with the helpkit wheel and its dependencies; return the files placed there.
+    """Fill ``dest/helpkit`` with helpkit's wheel and ``dest/deps`` with its dependencies.
 
-    Downloads only what ``cache`` lacks (pip shows its own progress), then resolves offline.
+    Two folders so the image installs the dependencies in a layer that a change to helpkit's
+    code does not invalidate. Downloads only what ``cache`` lacks (pip shows its progress),
+    then resolves offline. Returns the files placed.
     """
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    (dest / "deps").mkdir(parents=True)
     cache.mkdir(parents=True, exist_ok=True)
-    wheel = build_helpkit_wheel(dest)
+    wheel = build_helpkit_wheel(dest / "helpkit")
     files = _resolve_offline(wheel, cache)
     if files is None:
         print(f"downloading dependencies into {cache} (once; later builds reuse it)", file=sys.stderr)
@@ -99,6 +106,6 @@ def vendor(dest: Path, cache: Path = CACHE_DIR) -> list[Path]:
     placed = [wheel]
     for src in files:
         if src != wheel:
-            _link_or_copy(src, dest / src.name)
-            placed.append(dest / src.name)
+            _link_or_copy(src, dest / "deps" / src.name)
+            placed.append(dest / "deps" / src.name)
     return placed
