@@ -21,7 +21,7 @@ from helpkit.synth.field import Plan2D
 from helpkit.synth.plan import make_plan
 from helpkit.synth.stain import look_for
 from helpkit.synth.tiff import pyramid_shapes
-from helpkit.synth.tissue import render_tile
+from helpkit.synth.tissue import KINDS, NucleusKind, _stamp, _stamp_half, render_tile, stamp_border
 
 
 def _synth(root: Path) -> dict:
@@ -103,6 +103,23 @@ def test_tiles_join_without_seams(downsample: int) -> None:
     stitched = np.concatenate([np.concatenate(row, axis=1) for row in quads], axis=0)
     assert np.array_equal(stitched, big)
     assert big.std() > 10
+
+
+@pytest.mark.parametrize("downsample", [1, 2, 4])
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_largest_nuclei_at_tile_edges_stay_inside_the_stamp_border(kind: NucleusKind, downsample: int) -> None:
+    """Worst case for the stamp border: the biggest, most irregular nuclei of a kind centred
+    just outside every edge and corner of a tile."""
+    size, border = 64, stamp_border(downsample)
+    h_map = np.zeros((size + 2 * border, size + 2 * border), np.float32)
+    reach = _stamp_half(kind, downsample) * downsample
+    near = np.arange(0.0, 4.0, 0.25) * downsample  # just inside the farthest reach
+    far = size * downsample
+    span = np.concatenate([-reach + near, [0.0, far / 2, far], far + reach - near])
+    cx, cy = (a.ravel() for a in np.meshgrid(span, span))
+    worst = np.full((len(cx), 8), 65535 / 65536, np.float32)  # largest hashed values: max size, aspect, wobble
+    _stamp(kind, np.column_stack([worst, cx, cy]), 0.0, 0.0, downsample, h_map, border)
+    assert h_map[border:-border, border:-border].any()
 
 
 def test_plan_window_bound_and_point_sampling_agree() -> None:

@@ -100,12 +100,18 @@ def _stamp_half(kind: NucleusKind, d: float) -> int:
     return int(np.ceil(a_max * (1 + 2 * kind.irregular))) + 1
 
 
+def stamp_border(d: float) -> int:
+    """Spare pixels around a tile for stamps of nuclei centred up to a half-side outside it:
+    twice the largest half-side, plus slack for rounding."""
+    return 2 * max(_stamp_half(kind, d) for kind in KINDS) + 4
+
+
 def _stamp(kind: NucleusKind, nuc: np.ndarray, x0: float, y0: float, d: float, h_map: np.ndarray,
            border: int, along: float | None = None) -> None:
     """Draw nuclei ``nuc`` (rows from ``_candidates``) into the haematoxylin map in place.
 
-    ``h_map`` covers the tile plus ``border`` pixels on each side (at least twice the
-    largest stamp half-side), so stamps need no clipping. ``along`` orients the nuclei
+    ``h_map`` covers the tile plus ``border`` pixels on each side (``stamp_border``), so
+    stamps need no clipping. ``along`` orients the nuclei
     (within +-0.4 rad) instead of at random.
     """
     rows, cols = h_map.shape
@@ -122,7 +128,7 @@ def _stamp(kind: NucleusKind, nuc: np.ndarray, x0: float, y0: float, d: float, h
                & (cy + half >= border) & (cy - half < rows - border))
     angle = np.float32(np.pi) * hsh[:, 5] if along is None else np.float32(along) + 0.8 * (hsh[:, 5] - 0.5)
     # a few box sizes, each fitted to its nuclei, instead of one box fitted to the largest
-    box = -(-half // 4) * 4
+    box = np.minimum(-(-half // 4) * 4, np.maximum(half, _stamp_half(kind, d)))
     for side in np.unique(box[touches]):
         sel = touches & (box == side)
         _draw(kind, h_map, cx[sel], cy[sel], a[sel], b[sel], angle[sel], hsh[sel], int(side))
@@ -204,7 +210,7 @@ def render_tile(
     h = np.where(tumour, np.float32(0.1), 0.06 + 0.03 * slow)
 
     if d <= STAMP_MAX_DOWNSAMPLE:
-        border = 2 * max(_stamp_half(kind, d) for kind in KINDS) + 2  # a stamp reaching in from outside fits
+        border = stamp_border(d)
         h_nuc = np.zeros((n + 2 * border, n + 2 * border), np.float32)
         x1, y1 = ox + n * d, oy + n * d
         for kind in KINDS:
