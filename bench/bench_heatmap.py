@@ -17,7 +17,7 @@ coarser level for both, stated in the output), to show memory does not grow with
 Timings on a shared machine are noisy: each throughput is the best of ``--repeats`` runs,
 the limit and the end-to-end runs interleaved so both see the same load.
 
-    .venv/bin/python bench/bench_heatmap.py [--sizes 50000 100000] [--skip-memory]
+    .venv/bin/python bench/bench_heatmap.py [--work DIR] [--sizes 50000 100000] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -97,26 +96,10 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
     return int(kib) / 1024, float(wall)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--min-patches", type=int, default=20_000)
-    parser.add_argument("--size", type=int, default=39680, help="first slide side tried for --min-patches")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--per-patch", type=int, default=200, help="patches timed for the per-patch loop")
-    parser.add_argument("--sizes", type=int, nargs=2, default=[50_000, 100_000], help="slide sides for memory")
-    parser.add_argument("--memory-level", type=int, default=3, help="patch level of the memory runs")
-    parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--work", type=Path, help="keep slides here between runs (default: a temp folder)")
-    args = parser.parse_args()
-
-    from helpkit.models import build
-
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench_heatmap_"))
-    work.mkdir(parents=True, exist_ok=True)
+def throughput(args: argparse.Namespace, work: Path, model) -> None:
+    """Print the limit, end-to-end, steady-state and per-patch patches/s and their ratios."""
     slide, n = bench_slide(work, args.min_patches, args.size)
     print(f"slide: {slide.name}, {n} tissue patches at level {LEVEL}, {PATCH}px; cpus: {os.cpu_count()}")
-    model = build("simple", PATCH)
     run_dir = make_run(work / "simple_l1", model, LEVEL)
     record = SlideRecord(slide.stem, slide, "test", float("nan"))
     patches = np.random.default_rng(0).integers(0, 256, (n, PATCH, PATCH, 3), dtype=np.uint8)
@@ -157,13 +140,14 @@ def main() -> None:
     print(f"end to end / limit incl. load   = {rate['e2e'] / rate['cold']:.2f}")
     print(f"engine / limit (steady state)   = {rate['engine'] / rate['limit']:.2f}")
     print(f"end to end / per patch          = {rate['e2e'] / slow:.0f}x  (target >= 20x)")
-    if args.skip_memory:
-        return
 
+
+def memory(args: argparse.Namespace, work: Path, model) -> None:
+    """Print the peak RSS of the real ``helpkit heatmap`` command on slides of each of ``args.sizes``."""
     helpkit = str(Path(sys.executable).with_name("helpkit"))
     mem_run = make_run(work / f"simple_l{args.memory_level}", model, args.memory_level)
     print(f"peak RSS of `helpkit heatmap` at level {args.memory_level} ({PATCH}px patches, "
-          f"{PATCH * 2**args.memory_level} level-0 px), model {mem_run.name}:")
+          f"{PATCH * 2**args.memory_level} level-0 px), one slide per call:")
     for size in args.sizes:
         data = work / f"memory_{size}" / "test"
         data.mkdir(parents=True, exist_ok=True)
@@ -177,8 +161,31 @@ def main() -> None:
                                  "--out", str(work / "heatmaps_memory"), "--force"])
         print(f"  {size:>7} x {size:<7} {cells:>7} tissue patches: peak RSS {rss:7.0f} MiB, "
               f"{wall:.0f} s, {cells / wall:.0f} patches/s incl. start-up")
-    print(f"  (this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
-          "holding the in-memory limit patches)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-patches", type=int, default=20_000)
+    parser.add_argument("--size", type=int, default=39680, help="first slide side tried for --min-patches")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--per-patch", type=int, default=200, help="patches timed for the per-patch loop")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 100_000], help="slide sides for memory")
+    parser.add_argument("--memory-level", type=int, default=2, help="patch level of the memory runs")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--work", type=Path, help="keep slides here between runs (default: a temp folder)")
+    args = parser.parse_args()
+
+    from helpkit.models import build
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_heatmap_"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = build("simple", PATCH)
+    if not args.skip_throughput:
+        throughput(args, work, model)
+    if not args.skip_memory:
+        memory(args, work, model)
 
 
 if __name__ == "__main__":
