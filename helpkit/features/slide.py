@@ -61,7 +61,7 @@ def _components(prob: np.ndarray, valid: np.ndarray, threshold: float) -> dict[s
     labels = label(above, connectivity=2)
     regions = regionprops(labels, intensity_image=np.nan_to_num(prob, nan=0.0))
     if not regions:
-        return dict.fromkeys(_CC_FEATURES, 0.0) | {"count": 0.0}
+        return dict.fromkeys(_CC_FEATURES, 0.0)
     largest = max(regions, key=lambda r: r.area)
     return {
         "count": float(len(regions)),
