@@ -29,12 +29,27 @@ def thumbnail(reader, max_side: int = THUMBNAIL_SIDE) -> tuple[np.ndarray, float
     return np.asarray(image), downsample
 
 
-def write_overlay(path: str | Path, heatmap: Heatmap, thumb: np.ndarray, downsample: float) -> None:
-    """Draw ``heatmap`` (probability, jet colour map, half transparent) on ``thumb`` into a PNG.
+def draw_heatmap(ax, heatmap: Heatmap, downsample: float):
+    """Draw ``heatmap`` (jet colour map, half transparent) on a matplotlib ``ax`` holding a thumbnail.
 
     Each cell is drawn as a stride-sized square centred on its patch, so overlapping
-    strides do not smear; ``downsample`` maps level-0 pixels to thumbnail pixels.
+    strides do not smear; ``downsample`` maps level-0 pixels to thumbnail pixels. Returns
+    the image drawn (for a colour bar), or None for a heatmap without cells.
     """
+    if not heatmap.prob.size:
+        return None
+    rows, cols = heatmap.prob.shape
+    x0 = heatmap.origin[0] + (heatmap.patch_size0 - heatmap.stride0) / 2
+    y0 = heatmap.origin[1] + (heatmap.patch_size0 - heatmap.stride0) / 2
+    extent = np.array([x0, x0 + cols * heatmap.stride0, y0 + rows * heatmap.stride0, y0]) / downsample
+    return ax.imshow(
+        np.ma.masked_invalid(heatmap.prob), cmap="jet", vmin=0, vmax=1, alpha=0.5,
+        extent=tuple(extent), interpolation="nearest",
+    )
+
+
+def write_overlay(path: str | Path, heatmap: Heatmap, thumb: np.ndarray, downsample: float) -> None:
+    """Write a PNG of ``heatmap`` over ``thumb`` (see ``draw_heatmap``) with a colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,15 +58,8 @@ def write_overlay(path: str | Path, heatmap: Heatmap, thumb: np.ndarray, downsam
     h, w = thumb.shape[:2]
     fig, ax = plt.subplots(figsize=(8, 8 * h / w), dpi=100)
     ax.imshow(thumb)
-    if heatmap.prob.size:
-        rows, cols = heatmap.prob.shape
-        x0 = heatmap.origin[0] + (heatmap.patch_size0 - heatmap.stride0) / 2
-        y0 = heatmap.origin[1] + (heatmap.patch_size0 - heatmap.stride0) / 2
-        extent = np.array([x0, x0 + cols * heatmap.stride0, y0 + rows * heatmap.stride0, y0]) / downsample
-        shown = ax.imshow(
-            np.ma.masked_invalid(heatmap.prob), cmap="jet", vmin=0, vmax=1, alpha=0.5,
-            extent=tuple(extent), interpolation="nearest",
-        )
+    shown = draw_heatmap(ax, heatmap, downsample)
+    if shown is not None:
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="tumour probability")
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
