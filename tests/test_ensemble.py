@@ -241,6 +241,14 @@ def test_report_rows_and_p_values() -> None:
     assert report.loc[report["candidate"] == "single:simple", "p_vs_best_single"].item() < 0.05
 
 
+def test_report_skips_a_model_without_scores() -> None:
+    features = make_features()
+    features["unet__max"] = np.nan
+    report = ensemble_report(features, n_splits=3, n_repeats=1)
+    assert "single:unet" not in report["candidate"].tolist() and "mean" in report["candidate"].tolist()
+    assert report["auc"].notna().all()
+
+
 def test_oof_files_round_trip_and_mismatch(tmp_path: Path) -> None:
     features = make_features()
     paths = write_model_oof(features, tmp_path)
