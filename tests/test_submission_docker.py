@@ -108,6 +108,7 @@ def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tm
         ("writes-outside", "inference stage exited with code 1: it writes outside /data/model and /data/output"),
         ("memory", "train stage exceeded its memory limit of 256m"),
         ("timeout", "train stage exceeded its time limit of 3 s"),
+        ("build-error", "image build: docker build failed: The command '/bin/sh -c python3 -m venv"),
     ],
 )
 def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, tmp_path: Path, name, reason) -> None:
@@ -130,13 +131,19 @@ def test_static_failure_stops_before_any_container(engine, tiny_layout: Path, tm
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_simple_submission_builds_and_passes_on_a_small_competition(engine, tmp_path: Path) -> None:
-    """The shipped image, real training and inference, on 6 training slides (3 folds need 3 per class)."""
+def test_simple_submission_passes_and_survives_a_damaged_test_slide(engine, tmp_path: Path) -> None:
+    """The shipped image, real training and inference, on 6 training slides (3 folds need 3 per class);
+    one test slide is damaged: it still gets a row, and the inference log says which and why."""
     from helpkit.submission.validate import validate
     from helpkit.synth import make_competition
 
     data = make_competition(tmp_path / "competition", n_train=6, n_test=2, size=2048, seed=0, shift=0.0)
-    report = validate("simple-maxprob", data, report_path=tmp_path / "report.json", quiet=True)
+    damaged = sorted((data / "test").iterdir())[-1]
+    damaged.write_bytes(b"not a slide" * 100)
+    report = validate("simple-maxprob", data, report_path=tmp_path / "report.json",
+                      work_dir=tmp_path / "work", quiet=True)
     assert report.verdict == "PASS", json.dumps(report.to_dict(), indent=1)[-3000:]
-    assert report.output["rows"] == 2
-    assert [s["stage"] for s in report.stages] == ["train", "inference"]
+    rows = dict(line.split(",") for line in (tmp_path / "work/output/output.csv").read_text().split())
+    assert set(rows) == {p.stem for p in (data / "test").iterdir()}
+    inference_log = report.stages[1]["log_tail"]
+    assert any(damaged.stem in line and "failed" in line for line in inference_log), inference_log

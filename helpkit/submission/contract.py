@@ -146,6 +146,7 @@ def run_stage(
     limits: Limits,
 ) -> StageResult:
     """Run ``./train.sh`` or ``./inference.sh`` of ``image`` with ``mounts`` ({container path: (host path, 'ro'|'rw')})."""
+    from docker.errors import APIError
     from requests.exceptions import RequestException
 
     timeout = limits.train_timeout_s if stage == "train" else limits.infer_timeout_s
@@ -176,7 +177,10 @@ def run_stage(
             result.exit_code = int(container.wait(timeout=timeout)["StatusCode"])
         except RequestException:
             result.timed_out = True
-            container.kill()
+            try:
+                container.kill()
+            except APIError:  # it exited between the timeout and the kill
+                pass
             container.wait(timeout=60)
         result.duration_s = round(time.monotonic() - start, 2)
         watcher.join(timeout=5)

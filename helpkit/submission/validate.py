@@ -90,7 +90,11 @@ def _build(target: str | Path, report: ValidationReport, quiet: bool) -> tuple[P
         first = static.errors[0]
         report.failures.append(f"static check ({first.check}): {first.message}" + (f" [{first.path}]" if first.path else ""))
         return None
-    built = build_image(context, image_tag(load_submission(context / "submission.toml").name), quiet=quiet)
+    try:
+        built = build_image(context, image_tag(load_submission(context / "submission.toml").name), quiet=quiet)
+    except HelpkitError as err:
+        report.failures.append(f"image build: {err.message}")
+        return None
     report.image, report.image_id = built.tag, built.image_id
     return context, built.image_id
 
