@@ -116,6 +116,8 @@ def test_dockerignore_decides_what_is_checked(good: Path) -> None:
 
 def test_size_limit_and_missing_dockerfile(good: Path) -> None:
     assert [e.check for e in check_context(good, max_bytes=100).errors] == ["size"]
+    large = check_context(good, warn_bytes=100)
+    assert large.errors == [] and [(f.level, f.check) for f in large.findings] == [("warning", "size")]
     (good / "Dockerfile").unlink()
     assert [e.check for e in check_context(good).errors] == ["dockerfile"]
     with pytest.raises(HelpkitError, match="dockerfile: no Dockerfile"):

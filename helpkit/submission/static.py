@@ -17,6 +17,8 @@ from helpkit.errors import HelpkitError
 ENTRY_POINTS = ("train.sh", "inference.sh")
 MAX_CONTEXT_BYTES = 4 * 2**30
 """A context above this is refused: the platform's upload and the engine both choke on it."""
+WARN_CONTEXT_BYTES = 2 * 2**30
+"""A context above this is reported: every build sends it all to the engine."""
 
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".dcm", ".vms", ".vmu", ".svslide"}
 DATA_SUFFIXES = {".npz", ".npy", ".parquet", ".h5", ".hdf5"} | SLIDE_SUFFIXES
@@ -107,7 +109,9 @@ def _check_file(context: Path, rel: str, report: StaticReport) -> None:
             report.add("error", "host path", f"line {line} uses the absolute host path {match[0]!r}, absent in the container", rel)
 
 
-def check_context(context: str | Path, max_bytes: int = MAX_CONTEXT_BYTES) -> StaticReport:
+def check_context(
+    context: str | Path, max_bytes: int = MAX_CONTEXT_BYTES, warn_bytes: int = WARN_CONTEXT_BYTES
+) -> StaticReport:
     """Check a build context without Docker: entry points, config, baked-in data/secrets/caches, host paths, size."""
     from helpkit.config import load_submission
 
@@ -124,6 +128,9 @@ def check_context(context: str | Path, max_bytes: int = MAX_CONTEXT_BYTES) -> St
     for rel in sent_files(context):
         _check_file(context, rel, report)
         report.size_bytes += (context / rel).stat().st_size
+    size = f"context is {report.size_bytes / 2**20:.0f} MiB"
     if report.size_bytes > max_bytes:
-        report.add("error", "size", f"context is {report.size_bytes / 2**20:.0f} MiB, above {max_bytes / 2**20:.0f} MiB")
+        report.add("error", "size", f"{size}, above the limit of {max_bytes / 2**20:.0f} MiB")
+    elif report.size_bytes > warn_bytes:
+        report.add("warning", "size", f"{size}, above {warn_bytes / 2**20:.0f} MiB: slow to send and upload")
     return report

@@ -51,12 +51,24 @@ def _pip(args: list[str], what: str, quiet: bool = True) -> subprocess.Completed
     return proc
 
 
+PACKAGE_SOURCES = ("pyproject.toml", "README.md", "helpkit")
+"""What building the wheel reads; copied out so builds never share setuptools' in-tree build/."""
+
+
 def build_helpkit_wheel(out_dir: Path) -> Path:
-    """Build the helpkit wheel from this repository into ``out_dir``; return its path."""
+    """Build the helpkit wheel from this repository's sources into ``out_dir``; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("helpkit-*.whl"):
         old.unlink()
-    _pip(["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir), str(REPO_ROOT)], "building the helpkit wheel")
+    with tempfile.TemporaryDirectory(prefix="helpkit-wheel-") as tmp:
+        for name in PACKAGE_SOURCES:
+            src, dest = REPO_ROOT / name, Path(tmp) / name
+            if src.is_dir():
+                shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(src, dest)
+        args = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir.resolve()), tmp]
+        _pip(args, "building the helpkit wheel")
     (wheel,) = out_dir.glob("helpkit-*.whl")
     return wheel
 
