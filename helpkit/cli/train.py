@@ -11,6 +11,10 @@ from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
 from helpkit.errors import HelpkitError
 
 
+EXIT_RESERVE_S = 10.0
+"""Seconds of --time-budget kept for writing the last files and shutting TensorFlow down."""
+
+
 def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
     import pandas as pd
 
@@ -81,7 +85,7 @@ def train(
         patches = _index_from_data(data, level, patch_size, max_per_class, seed)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
                          learning_rate=learning_rate, seed=seed, cache=cache)
-    budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start)
+    budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S
     run = train_run(patches, out, config, name=name, time_budget_s=budget_s)
     import json
 

@@ -119,7 +119,7 @@ class TimeBudget(keras.callbacks.Callback):
     time and the number of validation batches.
     """
 
-    def __init__(self, deadline: float, val_steps: int, margin_s: float = 5.0) -> None:
+    def __init__(self, deadline: float, val_steps: int, margin_s: float = 10.0) -> None:
         super().__init__()
         self.deadline = deadline
         self.val_steps = val_steps
