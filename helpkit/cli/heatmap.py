@@ -22,7 +22,9 @@ def heatmap(
     workers: Annotated[
         int | None, typer.Option(help="Patch-reading threads (default: CPU count + 2, at most 8).")
     ] = None,
-    png: Annotated[bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")] = False,
+    png: Annotated[
+        bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute heatmaps that are already current.")] = False,
 ) -> None:
     """Heatmap every tissue patch of every slide, out of fold: a training slide is scored by the
