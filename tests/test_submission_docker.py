@@ -108,7 +108,7 @@ def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tm
         ("writes-outside", "inference stage exited with code 1: it writes outside /data/model and /data/output"),
         ("memory", "train stage exceeded its memory limit of 256m"),
         ("timeout", "train stage exceeded its time limit of 3 s"),
-        ("build-error", "image build: docker build failed: The command '/bin/sh -c python3 -m venv"),
+        ("build-error", "image build: docker build failed: The command '/bin/sh -c python3 -m pip install"),
     ],
 )
 def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, tmp_path: Path, name, reason) -> None:
