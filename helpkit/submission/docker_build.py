@@ -7,10 +7,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helpkit.errors import HelpkitError
 from helpkit.progress import progress_bar
 from helpkit.submission.engine import client
+
+if TYPE_CHECKING:
+    import docker
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
@@ -34,11 +38,11 @@ def image_tag(name: str) -> str:
     return f"helpkit-submission/{name}:latest"
 
 
-def _build_lines(context: Path, tag: str) -> Iterator[str]:
+def _build_lines(engine: docker.DockerClient, context: Path, tag: str) -> Iterator[str]:
     """The build's output lines; a build error raises HelpkitError with the last lines."""
     tail: list[str] = []
     image_id = None
-    for chunk in client().api.build(
+    for chunk in engine.api.build(
         path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True
     ):
         if "error" in chunk:
@@ -54,22 +58,22 @@ def _build_lines(context: Path, tag: str) -> Iterator[str]:
         raise HelpkitError("docker build finished without an image id; last output: " + " | ".join(tail), context)
 
 
-def _image_id(tag: str) -> str | None:
+def _image_id(engine: docker.DockerClient, tag: str) -> str | None:
     """The id ``tag`` points at now, or None."""
     from docker.errors import ImageNotFound
 
     try:
-        return str(client().images.get(tag).id)
+        return str(engine.images.get(tag).id)
     except ImageNotFound:
         return None
 
 
-def _remove_replaced(image_id: str) -> None:
+def _remove_replaced(engine: docker.DockerClient, image_id: str) -> None:
     """Remove the image a rebuild untagged (its layers that the new image shares stay)."""
     from docker.errors import APIError
 
     try:
-        client().images.remove(image_id)
+        engine.images.remove(image_id)
     except APIError:  # still used by a container or another tag: leave it
         pass
 
@@ -79,22 +83,23 @@ def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
 
     Progress shows the Dockerfile step being run and prints each step; ``quiet`` prints nothing.
     """
+    engine = client()
     start = time.monotonic()
-    previous = _image_id(tag)
+    previous = _image_id(engine, tag)
     if quiet:
-        for _ in _build_lines(context, tag):
+        for _ in _build_lines(engine, context, tag):
             pass
     else:
         with progress_bar(transient=True) as bar:
             task = bar.add_task(f"building {tag}", total=None)
-            for line in _build_lines(context, tag):
+            for line in _build_lines(engine, context, tag):
                 step = _STEP.match(line)
                 if step:
                     bar.update(task, completed=int(step[1]) - 1, total=int(step[2]), description=step[3][:60])
                     bar.console.print(line, style="dim", markup=False, highlight=False)
-    image = client().images.get(tag)
+    image = engine.images.get(tag)
     if previous not in (None, image.id):
-        _remove_replaced(previous)
+        _remove_replaced(engine, previous)
     return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
 
 
