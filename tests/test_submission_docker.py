@@ -81,18 +81,24 @@ def fixture_context(name: str, tmp_path: Path) -> Path:
 
 @pytest.mark.docker
 def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tmp_path: Path) -> None:
-    from helpkit.submission.validate import validate
+    from typer.testing import CliRunner
 
-    report_path = tmp_path / "report.json"
-    report = validate(fixture_context("good", tmp_path), tiny_layout, report_path=report_path,
-                      work_dir=tmp_path / "work", quiet=True)
-    assert report.verdict == "PASS", report.to_dict()
+    from helpkit.cli import app
+
+    report_path, work = tmp_path / "report.json", tmp_path / "work"
+    args = ["submission", "validate", str(fixture_context("good", tmp_path)), "--data", str(tiny_layout),
+            "--json", str(report_path), "--work-dir", str(work), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == "PASS"
+    assert any(line.startswith("train: exit 0 in ") and "MiB peak" in line for line in lines)
     saved = json.loads(report_path.read_text())
     assert saved["verdict"] == "PASS" and saved["emulation"]["network"] == "none"
     assert [s["stage"] for s in saved["stages"]] == ["train", "inference"]
     assert all(s["exit_code"] == 0 and s["peak_memory_bytes"] for s in saved["stages"])
     assert saved["output"]["rows"] == 3 and saved["score"]["n_positive"] == 2
-    written = json.loads((tmp_path / "work" / "model" / "model.json").read_text())
+    written = json.loads((work / "model" / "model.json").read_text())
     assert written["train_slides"] == ["Slide001.tiff", "Slide002.tiff"]
 
 
@@ -120,13 +126,19 @@ def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, 
 
 @pytest.mark.docker
 def test_static_failure_stops_before_any_container(engine, tiny_layout: Path, tmp_path: Path) -> None:
-    from helpkit.submission.validate import validate
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
 
     context = fixture_context("good", tmp_path)
     os.chmod(context / "inference.sh", 0o644)
-    report = validate(context, tiny_layout, quiet=True)
-    assert report.verdict == "FAIL: static check (entry point): inference.sh is not executable (chmod +x) [inference.sh]"
-    assert report.stages == [] and report.image == ""
+    args = ["submission", "validate", str(context), "--data", str(tiny_layout), "--json", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    verdict = "FAIL: static check (entry point): inference.sh is not executable (chmod +x) [inference.sh]"
+    assert result.output.strip().splitlines()[-1] == verdict
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["verdict"] == verdict and saved["stages"] == [] and saved["image"] == ""
 
 
 @pytest.mark.docker
