@@ -1,0 +1,105 @@
+"""Training throughput of the full input pipeline against model.fit on in-memory arrays.
+
+Trains the same model (same batch size, same patches) three ways in one process and
+prints patches/s and each pipeline's ratio to the in-memory baseline:
+
+- baseline: ``model.fit`` on uint8 numpy arrays already in memory (no augmentation);
+- cache:    ``patch_dataset`` over the memory-mapped patch cache, with augmentation;
+- slides:   ``patch_dataset`` reading every batch from the slides (threaded OpenSlide
+            readers, one handle per slide), with augmentation.
+
+Each way is timed over its second and later epochs (the first traces and compiles), over
+several interleaved rounds, best round kept, so the machine's other load hurts all alike.
+Target: cache >= 0.9 of baseline.
+
+    .venv/bin/python bench/bench_train.py [--data COMPETITION] [--model simple] [--patches 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def throughput(model: keras.Model, n: int, epochs: int, **fit_args) -> float:
+    """Patches per second over every epoch but the first."""
+    timer = EpochTimer()
+    model.fit(epochs=epochs, callbacks=[timer], verbose=0, shuffle=False, **fit_args)
+    return n / min(timer.seconds[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, help="competition root (default: a generated 4-slide one)")
+    parser.add_argument("--model", default="simple")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--patches", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per way and round (first not timed)")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    from helpkit.data import discover
+    from helpkit.models import build
+    from helpkit.slide.index import index_dataset
+    from helpkit.synth import make_competition
+    from helpkit.train.cache import open_cache
+    from helpkit.train.dataset import SlidePatches, patch_dataset
+
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    data = args.data or make_competition(work / "competition", n_train=4, n_test=1, size=4096, seed=0)
+    slides = discover(data)
+    index = index_dataset(slides[slides["split"] == "train"], progress=False).patches
+    index = index[index["label"] >= 0].sample(frac=1.0, random_state=0).head(args.patches).reset_index(drop=True)
+    n, rows, labels = len(index), np.arange(len(index)), index["label"].to_numpy()
+
+    start = time.perf_counter()
+    cache = open_cache(index, work / "cache", progress=False)
+    cache_build = time.perf_counter() - start
+    images = np.asarray(cache.patches)  # the baseline's in-memory copy of the very same patches
+    slides_source = SlidePatches(index)
+
+    model = build(args.model, patch_size=int(index["patch_size"].iloc[0]), width=args.width)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    ways = {
+        "baseline (arrays)": lambda: throughput(model, n, args.epochs, x=images, y=labels.astype("float32"),
+                                                batch_size=args.batch),
+        "cache + augment": lambda: throughput(
+            model, n, args.epochs, x=patch_dataset(cache, rows, labels, args.batch, training=True)),
+        "slides + augment": lambda: throughput(
+            model, n, args.epochs, x=patch_dataset(slides_source, rows, labels, args.batch, training=True)),
+    }
+    best = dict.fromkeys(ways, 0.0)
+    for _ in range(args.rounds):
+        for name, run in ways.items():
+            best[name] = max(best[name], run())
+    slides_source.close()
+
+    base = best["baseline (arrays)"]
+    print(f"model {args.model} width {args.width}, batch {args.batch}, {n} patches of "
+          f"{images.shape[1]}px; cache built in {cache_build:.1f} s ({n / cache_build:.0f} patches/s)")
+    for name, value in best.items():
+        print(f"{name:18s} {value:8.1f} patches/s   ratio {value / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
