@@ -101,7 +101,7 @@ def _check_file(context: Path, rel: str, report: StaticReport) -> None:
         report.add("error", "secret", "looks like a secret (key, token or credentials file)", rel)
     elif suffix in DATA_SUFFIXES:
         report.add("error", "data", f"{suffix} files are data or derived data; the platform mounts data at /data", rel)
-    elif suffix in TEXT_SUFFIXES or rel == "Dockerfile":
+    elif suffix in TEXT_SUFFIXES and rel != "Dockerfile":  # its /root/... paths are the image's own
         text = path.read_text(encoding="utf-8", errors="replace")
         match = HOST_PATH.search(text)
         if match:
