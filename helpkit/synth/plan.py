@@ -113,7 +113,7 @@ def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
     tissue = np.minimum(raw, np.clip(edge, -1, 1))
     tissue = np.where(scanned, tissue, -1.0).astype(np.float32)
 
-    cellular = np.clip((value_noise(noise_seed + 4, xs, ys, side / 10) - 0.3) * 2.5, 0, 1)
+    cellular = np.clip((value_noise(noise_seed + 4, xs, ys, side / 10) - 0.25) * 4.0, 0, 1)
     lymph = np.zeros_like(tissue)
     tissue_nodes = np.argwhere(tissue > 0.1)
     for _ in range(int(rng.integers(1, 5))):

@@ -42,7 +42,7 @@ class NucleusKind:
 STROMA = NucleusKind("stroma", 34.0, 4.2, 0.15, (2.2, 3.6), 0.0, 1.35, 0.0)
 PARENCHYMA = NucleusKind("parenchyma", 16.0, 5.2, 0.15, (1.0, 1.4), 0.0, 1.3, 0.15)
 LYMPHOCYTE = NucleusKind("lymphocyte", 10.0, 3.3, 0.1, (1.0, 1.15), 0.0, 1.7, 0.0)
-TUMOUR = NucleusKind("tumour", 20.0, 8.5, 0.35, (1.0, 1.8), 0.22, 1.1, 0.7)
+TUMOUR = NucleusKind("tumour", 24.0, 8.5, 0.35, (1.0, 1.8), 0.22, 1.0, 0.7)
 KINDS = (STROMA, PARENCHYMA, LYMPHOCYTE, TUMOUR)
 
 _TEXTURE = np.random.default_rng(20170).random((8, 128, 128)).astype(np.float32)
@@ -204,10 +204,13 @@ def render_tile(
         patches = value_noise(seed + 14, xs, ys, 45.0) ** 2
         stripes = np.sin((along + bend) * np.float32(2 * np.pi / wavelength))
         stroma_e = stroma_e * (1 + fade * 0.4 * patches * stripes)
-    cyto_e = 0.32 * (0.9 + 0.2 * slow)
+    # uneven staining, shared by normal tissue and tumour: eosin and background
+    # haematoxylin drift independently over a few hundred microns
+    drift = value_noise(seed + 15, xs, ys, 500.0)
+    cyto_e = 0.32 * (0.8 + 0.4 * slow)
     normal_w = np.clip(cellular + lymph, 0, 1)
-    e = np.where(tumour, 0.34 * (0.9 + 0.2 * slow), stroma_e * (1 - normal_w) + cyto_e * normal_w)
-    h = np.where(tumour, np.float32(0.1), 0.06 + 0.03 * slow)
+    e = np.where(tumour, 0.40 * (0.8 + 0.4 * slow), stroma_e * (1 - normal_w) + cyto_e * normal_w)
+    h = 0.02 + 0.1 * drift
 
     if d <= STAMP_MAX_DOWNSAMPLE:
         border = stamp_border(d)
