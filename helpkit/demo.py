@@ -186,7 +186,7 @@ def _validate_in_docker(run: dict[str, Any], out: Path, phase1: Path, phase2: Pa
     with clock.step("validate", "validating under the platform contract: train stage, then inference on both "
                     "test sets, each in a locked-down container"):
         report = validate(settings.submission, phase1, report_path=work / "report.json", work_dir=work,
-                          extra_tests={"phase2": phase2 / "test"})
+                          extra_tests={"phase2": phase2})
     run["validation"] = str((work / "report.json").relative_to(out))
     run["verdict"] = report.verdict
 

@@ -103,6 +103,27 @@ def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tm
 
 
 @pytest.mark.docker
+def test_extra_test_set_gets_its_own_inference_from_the_same_model(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from helpkit.submission.validate import validate
+
+    phase2 = tmp_path / "phase2"
+    for rel in ("test/Slide101.tiff", "test/Slide102.tiff"):
+        (phase2 / rel).parent.mkdir(parents=True, exist_ok=True)
+        (phase2 / rel).write_bytes(b"placeholder")
+    (phase2 / "labels.csv").write_text("slide_id,label\nSlide101,0\nSlide102,1\n")
+    work = tmp_path / "work"
+    report = validate(fixture_context("good", tmp_path), tiny_layout, work_dir=work, quiet=True,
+                      extra_tests={"phase2": phase2})
+    assert report.verdict == "PASS"
+    assert [s["label"] for s in report.stages] == ["train", "inference", "inference (phase2)"]
+    assert report.output["rows"] == 3
+    assert report.extra_tests["phase2"]["rows"] == 2
+    assert report.extra_tests["phase2"]["score"]["n_positive"] == 1
+    rows = (work / "output-phase2" / "output.csv").read_text().split()
+    assert sorted(r.split(",")[0] for r in rows) == ["Slide101", "Slide102"]
+
+
+@pytest.mark.docker
 @pytest.mark.parametrize(
     ("name", "reason"),
     [

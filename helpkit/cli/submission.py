@@ -49,23 +49,38 @@ def validate(
         None, "--work-dir", help="Keep the stages' model/ and output/ here (must be empty); a temporary folder if unset."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide build progress."),
+    extra_test: list[str] = typer.Option(
+        [], "--extra-test", metavar="NAME=DIR",
+        help="Also run the inference stage on DIR/test (a second test set, like the platform's phase 2) "
+        "with the same trained model; repeatable.",
+    ),
 ) -> None:
     """Build the image, run train then inference in containers under the platform's limits, check output.csv.
 
     Prints each stage's exit code, duration and peak memory, then PASS or FAIL with the first
     reason; exits 1 on FAIL.
     """
+    from helpkit.errors import HelpkitError
     from helpkit.submission.validate import validate as run_validation
 
-    report = run_validation(name, data, report_path=json_path, work_dir=work_dir, quiet=quiet)
+    extra = {}
+    for item in extra_test:
+        test_name, sep, folder = item.partition("=")
+        if not sep or not test_name or not folder:
+            raise HelpkitError(f"--extra-test takes NAME=DIR, got {item!r}")
+        extra[test_name] = Path(folder)
+    report = run_validation(name, data, report_path=json_path, work_dir=work_dir, quiet=quiet, extra_tests=extra)
     for stage in report.stages:
         peak = stage["peak_memory_bytes"]
         memory = f"{peak / 2**20:.0f} MiB peak" if peak else "peak memory not sampled"
-        typer.echo(f"{stage['stage']}: exit {stage['exit_code']} in {stage['duration_s']:.1f} s, {memory}")
+        typer.echo(f"{stage['label']}: exit {stage['exit_code']} in {stage['duration_s']:.1f} s, {memory}")
         if not stage["ok"]:
             typer.echo("  log tail:\n    " + "\n    ".join(stage["log_tail"][-15:]))
-    if report.score:
-        typer.echo(f"AUC {report.score['auc']:.3f} on {report.score['n_positive'] + report.score['n_negative']} labelled test slides")
+    scores = {"": report.score, **{n: t.get("score") for n, t in report.extra_tests.items()}}
+    for test_name, score in scores.items():
+        if score:
+            where = f" ({test_name})" if test_name else ""
+            typer.echo(f"AUC{where} {score['auc']:.3f} on {score['n_positive'] + score['n_negative']} labelled test slides")
     for warning in report.warnings:
         typer.echo(f"warning: {warning}")
     if json_path is not None:

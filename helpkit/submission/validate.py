@@ -10,6 +10,7 @@ later steps are skipped because they could only fail for the same reason.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class ValidationReport:
     score: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    extra_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -69,6 +71,7 @@ class ValidationReport:
             "stages": self.stages,
             "output": self.output,
             "score": self.score,
+            "extra_tests": self.extra_tests,
             "warnings": self.warnings,
             "failures": self.failures,
         }
@@ -99,21 +102,26 @@ def _build(target: str | Path, report: ValidationReport, quiet: bool) -> tuple[P
     return context, built.image_id
 
 
-def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: ValidationReport) -> None:
-    """output.csv through the scorer's reader; the AUC where labels.csv exists."""
+def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: ValidationReport,
+                  what: str = "output.csv") -> dict[str, Any]:
+    """output.csv through the scorer's reader, and the AUC where ``data_dir/labels.csv`` exists.
+
+    Problems go to ``report`` prefixed with ``what``; returns rows, expected, warnings, score.
+    """
     from helpkit.data import read_labels
     from helpkit.scoring import auc_ci, read_predictions
 
     if not csv_path.is_file():
-        report.failures.append(f"the inference stage wrote no {PLATFORM.output_csv}")
-        return
+        report.failures.append(f"{what}: the inference stage wrote no {PLATFORM.output_csv}")
+        return {}
     try:
         predictions = read_predictions(csv_path, expected_ids=test_ids)
     except HelpkitError as err:
-        report.failures.append(f"output.csv: {err.message}")
-        return
-    report.output = {"rows": len(predictions.scores), "expected": len(test_ids), "warnings": predictions.warnings}
-    report.warnings += [f"output.csv: {w}" for w in predictions.warnings]
+        report.failures.append(f"{what}: {err.message}")
+        return {}
+    checked: dict[str, Any] = {"rows": len(predictions.scores), "expected": len(test_ids),
+                               "warnings": predictions.warnings, "score": None}
+    report.warnings += [f"{what}: {w}" for w in predictions.warnings]
     labels_path = data_dir / "labels.csv"
     if labels_path.is_file():
         labels = read_labels(labels_path).reindex(predictions.scores.index)
@@ -121,9 +129,10 @@ def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: V
         try:
             result = auc_ci(labels[known].to_numpy(int), predictions.scores[known].to_numpy())
         except (HelpkitError, ValueError) as err:
-            report.warnings.append(f"no AUC: {err}")
+            report.warnings.append(f"{what}: no AUC: {err}")
         else:
-            report.score = {"labels": str(labels_path), **result.as_dict()}
+            checked["score"] = {"labels": str(labels_path), **result.as_dict()}
+    return checked
 
 
 def validate(
@@ -132,12 +141,16 @@ def validate(
     report_path: str | Path | None = None,
     work_dir: str | Path | None = None,
     quiet: bool = False,
+    extra_tests: Mapping[str, str | Path] | None = None,
 ) -> ValidationReport:
     """Validate a submission (a name under submissions/, its toml, or a build context folder).
 
     ``data_dir`` is a competition in the HeLP layout (``train/``, ``test/``, optional
     ``labels.csv``). Stages write into ``work_dir/model`` and ``work_dir/output`` (a temporary
-    folder when None). The report is written atomically to ``report_path`` when given.
+    folder when None). ``extra_tests`` maps a name to another competition root whose
+    ``test/`` gets its own inference stage from the same trained model (the platform's
+    phase 2), written to ``work_dir/output-<name>``. The report is written atomically to
+    ``report_path`` when given.
     """
     from helpkit.config import load_submission
     from helpkit.data import discover
@@ -148,7 +161,8 @@ def validate(
     for split in ("train", "test"):
         if not (data_dir / split).is_dir():
             raise HelpkitError(f"the data folder has no {split}/ (expected the HeLP layout)", data_dir)
-    test_ids = sorted(discover(data_dir / "test")["slide_id"])
+    test_sets = {"": data_dir, **{name: Path(root) for name, root in (extra_tests or {}).items()}}
+    test_ids = {name: sorted(discover(root / "test")["slide_id"]) for name, root in test_sets.items()}
     report = ValidationReport(submission=str(target), data=str(data_dir))
     engine = client()
     built = _build(target, report, quiet)
@@ -157,21 +171,31 @@ def validate(
         limits = load_submission(context / "submission.toml").limits
         with tempfile.TemporaryDirectory(prefix="helpkit-validate-") as tmp:
             root = Path(work_dir) if work_dir is not None else Path(tmp)
-            model_dir, output_dir = root / "model", root / "output"
-            for folder in (model_dir, output_dir):
+            model_dir = root / "model"
+            outputs = {name: root / (f"output-{name}" if name else "output") for name in test_sets}
+            for folder in (model_dir, *outputs.values()):
                 if folder.exists() and any(folder.iterdir()):
                     raise HelpkitError("must be empty: each validation starts from a fresh /data/model", folder)
                 folder.mkdir(parents=True, exist_ok=True)
-            for stage in ("train", "inference"):
+            runs = [("train", "", data_dir)] + [("inference", name, test_root) for name, test_root in test_sets.items()]
+            for stage, name, stage_data in runs:
+                label = f"{stage} ({name})" if name else stage
                 if not quiet:
-                    print(f"running the {stage} stage in a container ...", flush=True)
-                result = run_stage(engine, image_id, stage, stage_mounts(stage, data_dir, model_dir, output_dir), limits)
-                report.stages.append(result.to_dict())
+                    print(f"running the {label} stage in a container ...", flush=True)
+                mounts = stage_mounts(stage, stage_data, model_dir, outputs.get(name, root / "output"))
+                result = run_stage(engine, image_id, stage, mounts, limits)
+                report.stages.append({**result.to_dict(), "label": label})
                 if not result.ok:
                     report.failures.append(str(result.failure()))
                     break
-            else:
-                _check_output(output_dir / "output.csv", test_ids, data_dir, report)
+                if stage == "inference":
+                    what = f"output.csv ({name})" if name else "output.csv"
+                    checked = _check_output(outputs[name] / "output.csv", test_ids[name], stage_data, report, what)
+                    if name:
+                        report.extra_tests[name] = checked
+                    elif checked:
+                        report.output = {k: v for k, v in checked.items() if k != "score"}
+                        report.score = checked["score"]
     if report_path is not None:
         write_json(report_path, report.to_dict())
     return report
