@@ -13,16 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import missing_engine_action
 
 FIXTURES = Path(__file__).parent / "fixtures" / "submissions"
-BASE_IMAGE = "helpkit/base:bookworm"
-
-
-def missing_engine_action(reachable: bool, base_image_present: bool, ci: str | None) -> str | None:
-    """What a docker test does: None to run, else 'skip' or 'fail' (under CI nothing may be missing)."""
-    if reachable and base_image_present:
-        return None
-    return "fail" if ci else "skip"
 
 
 @pytest.mark.parametrize(
@@ -38,24 +31,6 @@ def missing_engine_action(reachable: bool, base_image_present: bool, ci: str | N
 )
 def test_missing_engine_skips_locally_but_fails_in_ci(reachable, base, ci, action) -> None:
     assert missing_engine_action(reachable, base, ci) == action
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """A reachable engine with the base image, or a skip (a failure under CI) saying what is missing."""
-    from helpkit.submission.engine import START_ENGINE_HINT, client, engine_reachable
-
-    reachable = engine_reachable()
-    base = False
-    if reachable:
-        base = bool(client().images.list(name=BASE_IMAGE))
-    action = missing_engine_action(reachable, base, os.environ.get("CI"))
-    if action is not None:
-        why = START_ENGINE_HINT if not reachable else f"no {BASE_IMAGE} image: run `make base-image`"
-        (pytest.fail if action == "fail" else pytest.skip)(why)
-    yield
-    # Each fixture build re-tags the same name; drop the images it left untagged (ours only).
-    client().images.prune(filters={"dangling": True, "label": "helpkit.fixture=validator"})
 
 
 @pytest.fixture(scope="module")
