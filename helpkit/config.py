@@ -44,15 +44,13 @@ class ModelSpec(_Strict):
     folds: int = Field(default=3, ge=1, description="Folds split by slide; each fold trains one model.")
     epochs: int = Field(default=10, ge=1, description="Upper bound on epochs per fold.")
     time_budget_min: float | None = Field(
-        default=None, gt=0, description="Wall-clock budget per fold in minutes; training stops when spent."
+        default=None, gt=0, description="Wall-clock budget in minutes for all folds of this model (patch caching included); "
+        "training stops and saves in time."
     )
     patch_size: int = Field(default=defaults.PATCH_SIZE, ge=8, description="Patch side in pixels at `level`.")
     level: int = Field(default=defaults.PATCH_LEVEL, ge=0, description="Pyramid level patches are read at.")
     batch: int = Field(default=64, ge=1, description="Training batch size.")
-    max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide.")
-    max_patches_per_class: int = Field(
-        default=50_000, ge=1, description="Cap on patches of each class (tumour, normal) over all slides."
-    )
+    max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide (half per class).")
     weights: str | None = Field(
         default=None,
         description="A run folder (relative to the submission folder) shipped in the image; "
@@ -74,30 +72,14 @@ class ModelSpec(_Strict):
         return data
 
 
-class FeatureSpec(_Strict):
-    """Slide-level features computed from each model's heatmap."""
-
-    thresholds: list[float] = Field(
-        default=[0.5, 0.9], description="Probability thresholds for area/component features."
-    )
-
-    @field_validator("thresholds")
-    @classmethod
-    def _in_unit_interval(cls, value: list[float]) -> list[float]:
-        if not value or any(not 0.0 < t < 1.0 for t in value):
-            raise ValueError("thresholds must be a non-empty list of values strictly between 0 and 1")
-        return value
-
-
 class EnsembleSpec(_Strict):
     """How slide features become one probability per slide."""
 
     method: Literal["single", "mean", "tuned", "logreg", "lgbm"] = Field(
         default="single",
-        description="single: one model's `feature`; mean/tuned: plain or out-of-fold-tuned blend of "
-        "each model's `feature`; logreg/lgbm: a stacker over all features.",
+        description="single: one model's max heatmap probability; mean/tuned: plain or out-of-fold-tuned "
+        "blend of each model's max probability; logreg/lgbm: a stacker over all slide features.",
     )
-    feature: str = Field(default="max", description="The per-model feature used as a score by single/mean/tuned.")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the stacker or blender.")
 
 
@@ -132,7 +114,6 @@ class SubmissionConfig(_Strict):
     )
     seed: int = Field(default=0, description="Seed of sampling, fold splits and training.")
     models: list[ModelSpec] = Field(default_factory=list, description="Patch models, in order.")
-    features: FeatureSpec = Field(default_factory=FeatureSpec, description="Slide features of each heatmap.")
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec, description="From features to one probability.")
     fallback_probability: float = Field(
         default=defaults.FALLBACK_PROBABILITY,

@@ -10,7 +10,6 @@ from helpkit import defaults
 from helpkit.config import (
     SUBMISSIONS_DIR,
     EnsembleSpec,
-    FeatureSpec,
     Limits,
     ModelSpec,
     SubmissionConfig,
@@ -37,7 +36,7 @@ def test_every_shipped_submission_loads_by_name(name: str) -> None:
 def test_shipped_submissions_are_the_two_the_project_promises() -> None:
     simple = load_submission("simple-maxprob")
     assert [m.architecture for m in simple.models] == ["simple"]
-    assert (simple.ensemble.method, simple.ensemble.feature) == ("single", "max")
+    assert simple.ensemble.method == "single"
     stacked = load_submission("stacked-ensemble")
     assert {m.architecture for m in stacked.models} == {"simple", "unet", "inception"}
     assert stacked.ensemble.method == "lgbm"
@@ -65,7 +64,7 @@ def test_defaults_fill_what_is_left_out(tmp_path: Path) -> None:
         (MINIMAL.replace('"simple"', '"resnet"'), "models[0].architecture"),
         (MINIMAL + "fallback_probability = 1.5\n", "fallback_probability"),
         (MINIMAL + "[ensemble]\nmethod = 'vote'\n", "ensemble.method"),
-        (MINIMAL + "[features]\nthresholds = [0.5, 1.0]\n", "features.thresholds"),
+        (MINIMAL + "[features]\nthresholds = [0.5, 0.9]\n", "features"),
         (MINIMAL.replace('"simple"', '"simple"\nweights = "/home/me/run"'), "models[0].weights"),
         (MINIMAL.replace('"simple"', '"simple"\nweights = "../run"'), "models[0].weights"),
         ('name = "Bad Name"\n', "name"),
@@ -96,7 +95,7 @@ def test_invalid_toml_and_missing_submission_are_helpkit_errors(tmp_path: Path) 
         load_submission("no-such-submission")
 
 
-@pytest.mark.parametrize("section", [SubmissionConfig, ModelSpec, FeatureSpec, EnsembleSpec, Limits])
+@pytest.mark.parametrize("section", [SubmissionConfig, ModelSpec, EnsembleSpec, Limits])
 def test_every_key_is_documented(section: type) -> None:
     undocumented = [name for name, info in section.model_fields.items() if not info.description]
     assert not undocumented
