@@ -43,6 +43,11 @@ def keras_predictor() -> PredictorFactory:
 
     Each model is loaded once and kept for the factory's lifetime (one per run and fold).
     """
+    import logging
+
+    # Every fold model traces its own predict function once, by design: TensorFlow's
+    # "triggered tf.function retracing" warning would flood the stage log with false alarms.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     models: dict[tuple[Path, int], Any] = {}
 
     def factory(run: Run, folds: list[int]) -> PredictFn:
