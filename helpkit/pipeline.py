@@ -133,7 +133,9 @@ def train(
     summary = {
         "stage": "train",
         "config": config.model_dump(mode="json"),
-        "runs": {spec.name: str(d) for spec, d in zip(config.models, run_dirs)},
+        # Relative to model_dir where inside it, so the folder can be moved or mounted elsewhere.
+        "runs": {spec.name: str(d.relative_to(model_dir)) if d.is_relative_to(model_dir) else str(d)
+                 for spec, d in zip(config.models, run_dirs)},
         "n_slides": len(slides),
         "heatmaps": counts,
         "timings_s": {**timings, "total": time.monotonic() - started},
@@ -170,7 +172,7 @@ def infer(
     slide_ids = [r.slide_id for r in records]
     work = inference_dir(model_dir, slide_ids)
     log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}")
-    make_heatmaps([runs[spec.name] for spec in config.models], records, work / "heatmaps", Options())
+    make_heatmaps([model_dir / runs[spec.name] for spec in config.models], records, work / "heatmaps", Options())
     features_path = work / "features.parquet"
     build_features([work / "heatmaps" / spec.name for spec in config.models], features_path)
     features = pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids)

@@ -15,7 +15,7 @@ import pytest
 
 
 @pytest.mark.docker
-def test_quick_demo_end_to_end(engine, tmp_path: Path) -> None:
+def test_quick_demo_end_to_end(engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from helpkit.data import discover
     from helpkit.demo import run_demo
     from helpkit.scoring import read_predictions
@@ -44,3 +44,21 @@ def test_quick_demo_end_to_end(engine, tmp_path: Path) -> None:
     assert len(images) >= 5
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
     assert "<img" not in re.sub(r'<img alt="[^"]*" src="data:image/png;base64,[^"]+">', "", page)
+
+    # The trained model dir the container left serves one more inference stage, here on the
+    # host, over a test set with a slide that cannot be opened: it still gets a row.
+    from helpkit import pipeline
+    from helpkit.config import load_submission
+
+    test_dir = tmp_path / "damaged" / "test"
+    test_dir.mkdir(parents=True)
+    good = sorted((out / saved["test_sets"]["phase1"]["test_dir"]).iterdir())[0]
+    (test_dir / good.name).write_bytes(good.read_bytes())
+    (test_dir / "Slide999.tiff").write_bytes(b"II*\x00 truncated, not a slide")
+    config = load_submission(saved["submission"]["name"])
+    capfd.readouterr()
+    proba = pipeline.infer(test_dir, out / "validation" / "model", tmp_path / "out.csv", config)
+    log = capfd.readouterr().err
+    rows = read_predictions(tmp_path / "out.csv", expected_ids=[good.stem, "Slide999"]).scores
+    assert rows["Slide999"] == config.fallback_probability == proba["Slide999"]
+    assert "Slide999 failed" in log and "Slide999.tiff" in log
