@@ -156,6 +156,7 @@ def _heatmap_figure(slides: list[dict[str, Any]], models: list[str], heatmap_dir
             ax.set_ylim(thumb.shape[0], 0)
             ax.axis("off")
     fig.suptitle("Heatmaps (jet: tumour probability) · green: true tumour outline", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return _png(fig)
 
 
