@@ -77,7 +77,18 @@ def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path,
             # Phase 2 only lends its test set; its two training slides are never used.
             make_competition(phase2, n_train=2, n_test=settings.n_test_phase2, size=settings.size,
                              seed=settings.seed + 1, shift=settings.shift)
+    _print_patch_counts(phase1)
     return phase1, phase2
+
+
+def _print_patch_counts(competition: Path) -> None:
+    """Per training slide: tissue, tumour and normal patches at the default grid (the data at a glance)."""
+    from helpkit.data import discover
+    from helpkit.slide.index import index_dataset
+
+    slides = discover(competition / "train")
+    summary = index_dataset(slides, progress=False).summary
+    print(summary[["slide_id", "label", "tissue", "tumour", "normal", "ambiguous"]].to_string(index=False))
 
 
 def _score(run: dict[str, Any], out: Path, model_dir: Path) -> None:
