@@ -23,11 +23,6 @@ class TissueMask:
     mask: np.ndarray
     downsample: float
 
-    @property
-    def fraction(self) -> float:
-        """Share of the mask's pixels that are tissue."""
-        return float(self.mask.mean()) if self.mask.size else 0.0
-
 
 def _extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel brightest and darkest channel (element-wise on channel views: several times
