@@ -57,8 +57,10 @@ def _test_records(test: Path) -> list[dict]:
     return records
 
 
-def discover(root: str | Path) -> pd.DataFrame:
+def discover(root: str | Path, split: str | None = None) -> pd.DataFrame:
     """Slide records under ``root``: slide_id, path, split ('train'|'test'), label, mask_path.
+
+    With ``split``, only that split's records, and a HelpkitError if ``root`` has none.
 
     label is 1 (positive), 0 (negative) or -1 (unknown, every test slide); mask_path is
     None where there is no mask. Paths are absolute, so a patch index written from them
@@ -87,7 +89,13 @@ def discover(root: str | Path) -> pd.DataFrame:
         first = seen.setdefault(record["slide_id"], record["path"])
         if first != record["path"]:
             raise HelpkitError(f"duplicate slide id {record['slide_id']!r} (also {first})", record["path"])
-    return pd.DataFrame.from_records(records, columns=SLIDE_COLUMNS).astype({"label": "int8"})
+    table = pd.DataFrame.from_records(records, columns=SLIDE_COLUMNS).astype({"label": "int8"})
+    if split is None:
+        return table
+    table = table[table["split"] == split].reset_index(drop=True)
+    if table.empty:
+        raise HelpkitError(f"no {split} slides found", root)
+    return table
 
 
 def read_labels(path: str | Path) -> pd.Series:

@@ -95,10 +95,7 @@ def train(
     started = time.monotonic()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    slides = discover(data_dir)
-    slides = slides[slides["split"] == "train"]
-    if slides.empty:
-        raise HelpkitError("no training slides found", data_dir)
+    slides = discover(data_dir, "train")
     log(f"train stage: {len(slides)} slides ({int((slides['label'] == 1).sum())} positive)")
     timings: dict[str, float] = {}
     run_dirs = _run_dirs(model_dir, config, Path(submission_dir) if submission_dir else None)

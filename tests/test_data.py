@@ -57,6 +57,15 @@ def test_train_or_test_folder_as_root(layout: Path) -> None:
     assert list(test["slide_id"]) == ["Slide010", "Slide011"] and set(test["label"]) == {-1}
 
 
+def test_one_split_and_a_root_without_it(layout: Path) -> None:
+    test = discover(layout, "test")
+    assert list(test["slide_id"]) == ["Slide010", "Slide011"] and list(test.index) == [0, 1]
+    assert list(discover(layout, "train")["slide_id"]) == ["Slide001", "Slide002", "Slide003", "Slide004"]
+    with pytest.raises(HelpkitError, match="no train slides found") as err:
+        discover(layout / "test", "train")
+    assert err.value.path == (layout / "test").absolute()
+
+
 def test_positive_slide_without_mask(layout: Path) -> None:
     (layout / "train/mask/positive/Slide002.png").unlink()
     with pytest.raises(HelpkitError, match="positive slide has no mask") as info:

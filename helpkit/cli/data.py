@@ -50,14 +50,9 @@ def index(
     A slide that cannot be opened or read is skipped and listed at the end; the exit code is 1 only when no slide could be indexed.
     """
     from helpkit.data import discover
-    from helpkit.errors import HelpkitError
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
 
-    slides = discover(data)
-    if split is not Split.all:
-        slides = slides[slides["split"] == split.value]
-    if slides.empty:
-        raise HelpkitError(f"no {split.value} slides to index (see --split)", data)
+    slides = discover(data, None if split is Split.all else split.value)
     config = IndexConfig(level=level, patch_size=patch_size, stride=stride, tumour_threshold=tumour_threshold,
                          min_tissue=min_tissue, max_per_class=max_per_class, balance=balance, seed=seed,
                          tissue_downsample=tissue_downsample)

@@ -30,10 +30,7 @@ def _index_from_data(data: Path, level: int, patch_size: int, max_per_class: int
     from helpkit.data import discover
     from helpkit.slide.index import IndexConfig, index_dataset
 
-    slides = discover(data)
-    slides = slides[slides["split"] == "train"]
-    if slides.empty:
-        raise HelpkitError("no training slides found", data)
+    slides = discover(data, "train")
     result = index_dataset(slides, IndexConfig(level=level, patch_size=patch_size, max_per_class=max_per_class,
                                                seed=seed))
     for slide_id, error in result.failures:
