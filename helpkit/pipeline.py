@@ -163,9 +163,7 @@ def infer(
     if not meta_path.is_file():
         raise HelpkitError("no trained pipeline here: run the train stage first", meta_path)
     runs = json.loads(meta_path.read_text())["runs"]
-    records = [r for r in slide_records(data_dir) if r.split == "test"]
-    if not records:
-        raise HelpkitError("no test slides found", data_dir)
+    records = slide_records(data_dir, "test")
     slide_ids = [r.slide_id for r in records]
     work = inference_dir(model_dir, slide_ids)
     log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}")

@@ -80,13 +80,11 @@ class SlideRecord:
     label: float
 
 
-def slide_records(data_dir: str | Path) -> list[SlideRecord]:
-    """Every slide under ``data_dir`` (HeLP layout), with split and label where known."""
+def slide_records(data_dir: str | Path, split: str | None = None) -> list[SlideRecord]:
+    """Every slide under ``data_dir`` (HeLP layout), or every one of ``split``, with its label where known."""
     from helpkit.data import discover
 
-    table = discover(data_dir)
-    if table.empty:
-        raise HelpkitError("no slides found", data_dir)
+    table = discover(data_dir, split)
     return [
         SlideRecord(
             slide_id=str(r.slide_id),
