@@ -21,6 +21,7 @@ SUBMISSIONS_DIR = Path(__file__).resolve().parent.parent / "submissions"
 """Where ``load_submission(NAME)`` looks for ``NAME/submission.toml``."""
 
 _SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$")
+_USER = re.compile(r"^(?P<uid>[0-9]+)(:(?P<gid>[0-9]+))?$")
 
 
 class _Strict(BaseModel):
@@ -93,14 +94,67 @@ class Limits(_Strict):
     tmp_size: str = Field(default="1g", description="Size of the tmpfs mounted at /tmp (the root is read-only).")
     train_timeout_s: float = Field(default=3600.0, gt=0, description="Wall-clock limit of the train stage.")
     infer_timeout_s: float = Field(default=1800.0, gt=0, description="Wall-clock limit of the inference stage.")
+    model_writable_in_inference: bool = Field(
+        default=False,
+        description="Mount /data/model read-write in the inference stage (only where the platform allows it; "
+        "many freeze the train stage's output, so the default is read-only).",
+    )
+    model_max_size: str = Field(
+        default="10g", description="Cap on what /data/model holds after each stage; above it the stage fails."
+    )
+    output_max_size: str = Field(
+        default="1g", description="Cap on what /data/output holds after the inference stage; above it the stage fails."
+    )
+    user: str | None = Field(
+        default=None,
+        description="Run both stages as this non-root 'uid' or 'uid:gid' (docker --user), as platforms "
+        "that never run containers as root do; unset runs as the image's user.",
+    )
 
-    @field_validator("memory", "shm_size", "tmp_size")
+    @field_validator("memory", "shm_size", "tmp_size", "model_max_size", "output_max_size")
     @classmethod
     def _size(cls, value: str) -> str:
         value = value.strip().lower()
         if not _SIZE.match(value):
             raise ValueError(f"{value!r} is not a size like '512m' or '4g'")
         return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _USER.match(value.strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a numeric 'uid' or 'uid:gid' like '1000:1000'")
+        if int(match["uid"]) == 0:
+            raise ValueError("user 0 is root; leave user unset to run as the image's user")
+        return value.strip()
+
+    @property
+    def user_ids(self) -> tuple[int, int] | None:
+        """(uid, gid) of ``user`` (gid defaults to uid), or None when unset."""
+        if self.user is None:
+            return None
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a limit size as docker reads it: '512m' = 512 MiB, '4g' = 4 GiB, '100' = 100 bytes."""
+    size = size.strip().lower()
+    if not _SIZE.match(size):
+        raise HelpkitError(f"{size!r} is not a size like '512m' or '4g'")
+    units = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+    return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for people: '5.0 GiB', '12.3 MiB', '512 bytes'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 class SubmissionConfig(_Strict):
