@@ -44,7 +44,7 @@ def _run(cmd: list[str], what: str) -> None:
 def build_base_image(tag: str = "helpkit/base:bookworm", mirror: str | None = None) -> str:
     """Build ``tag`` with debootstrap + docker import; return the image id."""
     if shutil.which("debootstrap") is None:
-        raise HelpkitError("debootstrap is not installed (apt-get install -y debootstrap, see DOCKER.md)")
+        raise HelpkitError("debootstrap is not installed (apt-get install -y debootstrap, see docs/docker.md)")
     engine = client()
     repository, _, version = tag.partition(":")
     with tempfile.TemporaryDirectory(prefix="helpkit-base-") as tmp:

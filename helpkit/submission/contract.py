@@ -1,4 +1,4 @@
-"""Run one stage of a submission in a container, as strictly as the platforms do (PLATFORM.md).
+"""Run one stage of a submission in a container, as strictly as the platforms do (docs/platform.md).
 
 Every stage runs with ``--network none``, ``--memory X --memory-swap X``, a CPU limit,
 ``--shm-size``, ``--pids-limit``, ``--cap-drop ALL``, ``--security-opt no-new-privileges``

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import docker
 
 START_ENGINE_HINT = (
-    "no Docker engine is reachable. Start one as root (see DOCKER.md): "
+    "no Docker engine is reachable. Start one as root (see docs/docker.md): "
     "apt-get install -y docker.io debootstrap; "
     "setsid dockerd --bridge=none --iptables=false --ip-masq=false >/tmp/dockerd.log 2>&1 & "
     "then wait until `docker info` answers"

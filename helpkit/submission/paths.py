@@ -10,7 +10,7 @@ APP_DIR = "/app"
 
 @dataclass(frozen=True)
 class PlatformPaths:
-    """Where the platform mounts data (PLATFORM.md, "Data as mounted in the container")."""
+    """Where the platform mounts data (docs/platform.md, "Data as mounted in the stage containers")."""
 
     train: str = "/data/train"
     test: str = "/data/test"
