@@ -37,6 +37,22 @@ for _module in (synth, data, train, heatmap, ensemble, scoring, submission, plat
     _module.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from helpkit import __version__
+
+        typer.echo(f"helpkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print helpkit's version and exit."),
+) -> None:
+    """Whole-slide-image challenge toolkit."""
+
+
 def main() -> None:
     """Console-script entry point: a HelpkitError becomes one line on stderr, exit 2."""
     try:
