@@ -57,10 +57,27 @@ def validate(
 ) -> None:
     """Build the image, run train then inference in containers under the platform's limits, check output.csv.
 
-    Prints each stage's exit code, duration and peak memory, then PASS or FAIL with the first
-    reason; exits 1 on FAIL.
+    Each stage runs with no network, no capabilities, a read-only root and a tmpfs /tmp, under
+    the [limits] of submission.toml: memory, cpus, shm_size, pids_limit, tmp_size, the
+    timeouts, and:
+
+    \b
+    - model_writable_in_inference (default false): /data/model is read-only in the
+      inference stage, as on platforms that freeze the train stage's output; true mounts it
+      read-write, and each --extra-test set then gets its own copy of the trained model.
+    - model_max_size (default 10g), output_max_size (default 1g): what /data/model and
+      /data/output may hold after each stage; a stage over its cap fails (and is killed
+      while writing past it).
+    - user (e.g. "1000:1000"; default unset): run both stages as that non-root uid:gid.
+
+    output.csv is read as the platform would: a BOM or CRLF line ends fail by name, a
+    trailing blank line is accepted. Prints each stage's exit code, duration and peak
+    memory, then PASS or FAIL with the first reason (every line at most 300 characters; the
+    whole log of each stage goes beside the --json report, REPORT.<stage>.log, or into
+    --work-dir); exits 1 on FAIL.
     """
     from helpkit.errors import HelpkitError
+    from helpkit.submission.contract import MAX_LINE, clip
     from helpkit.submission.validate import validate as run_validation
 
     extra = {}
@@ -75,7 +92,10 @@ def validate(
         memory = f"{peak / 2**20:.0f} MiB peak" if peak else "peak memory not sampled"
         typer.echo(f"{stage['label']}: exit {stage['exit_code']} in {stage['duration_s']:.1f} s, {memory}")
         if not stage["ok"]:
-            typer.echo("  log tail:\n    " + "\n    ".join(stage["log_tail"][-15:]))
+            tail = [clip(line, MAX_LINE - 4) for line in stage["log_tail"][-15:]]
+            typer.echo("  log tail:\n    " + "\n    ".join(tail))
+        if stage.get("log_path"):
+            typer.echo(f"  log: {stage['log_path']}")
     scores = {"": report.score, **{n: t.get("score") for n, t in report.extra_tests.items()}}
     for test_name, score in scores.items():
         if score:

@@ -13,18 +13,26 @@ v1 (this project's machines: cgroupfs driver, ``/sys/fs/cgroup/memory/docker/<id
 ``memory.peak`` on cgroup v2. Where the engine's cgroups are not visible (a remote engine),
 it falls back to the engine's stats stream, one sample a second, so a very short stage may
 report none. An out-of-memory kill is read from the container's ``State.OOMKilled``.
+
+A pids-limit hit is read from the same cgroups (``pids.events``: how many forks and thread
+creations the kernel refused) and from the log's signatures ("can't start new thread",
+"Resource temporarily unavailable"). What the writable mounts hold is measured on the host
+while the stage runs (a stage over its cap is killed, before it fills the host's disk) and
+after it ends. The whole log goes to a file; the result keeps its last lines.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from helpkit.config import Limits
+from helpkit.config import Limits, format_bytes, size_bytes
 from helpkit.submission.paths import PLATFORM
 
 if TYPE_CHECKING:
@@ -33,8 +41,32 @@ if TYPE_CHECKING:
 
 Stage = Literal["train", "inference"]
 LOG_TAIL_LINES = 60
+LOG_TAIL_MAX_BYTES = 4 * 2**20
+"""The log tail kept in the result (and the JSON report) never holds more than this; the log file holds all."""
+MAX_LINE = 300
+"""Longest verdict, failure or warning line printed; longer ones end in an ellipsis."""
+ELLIPSIS = "…"
 
+
+def clip(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` on one line of at most ``limit`` characters, cut with an ellipsis."""
+    text = " ".join(text.split("\n"))
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+PIDS_HINT_START = "it hit the pids limit"
 HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"can't start new thread|Resource temporarily unavailable|fork: retry|[Cc]annot fork|pthread_create"),
+     PIDS_HINT_START + " of {pids_limit} processes and threads (limits.pids_limit): a thread or process could not be started"),
+    (re.compile(r"No space left on device(?:: '(/dev/shm[^']*)')"),
+     "no space left in {0}: /dev/shm holds limits.shm_size = {shm_size}"),
+    (re.compile(r"No space left on device(?:: '(/data/[^']*)')"),
+     "no space left on the host's disk writing {0}"),
+    (re.compile(r"No space left on device"),
+     "no space left on device: /tmp is a tmpfs of limits.tmp_size = {tmp_size} (scratch beyond it belongs in /data/output, or raise tmp_size)"),
+    (re.compile(r"Read-only file system: '(/data/model[^']*)'"),
+     "it writes {0} in the inference stage, where /data/model is read-only as on platforms that freeze the train stage's output "
+     "(scratch belongs in /tmp or /data/output; limits.model_writable_in_inference = true only where the platform allows it)"),
     (re.compile(r"Read-only file system"), "it writes outside /data/model and /data/output (the root filesystem is read-only; use /data/model, or /tmp for scratch)"),
     (re.compile(r"Temporary failure in name resolution|Name or service not known|Network is unreachable|No address associated with hostname|getaddrinfo failed"), "it needs the network, which the platform does not have (--network none)"),
     (re.compile(r"No such file or directory: '(?!/)([^']+)'"), "it opens the relative path '{0}', which does not exist in the container's working directory /app (use the platform's absolute paths)"),
@@ -42,6 +74,10 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Permission denied"), "permission denied (the stage runs with --cap-drop ALL and no-new-privileges)"),
 )
 """Known failure signatures in a log tail and what they mean for the submission's author."""
+
+
+MOUNT_CAPS = {PLATFORM.model: "model_max_size", PLATFORM.output: "output_max_size"}
+"""The writable mounts whose size a stage is held to, and the limit that caps each."""
 
 
 @dataclass
@@ -58,40 +94,87 @@ class StageResult:
     peak_memory_source: str = ""
     memory_limit: str = ""
     timeout_s: float = 0.0
+    pids_limit: int = 0
+    tmp_size: str = ""
+    shm_size: str = ""
+    user: str | None = None
+    pids_refused: int | None = None
+    """Forks and thread creations the pids cgroup refused (``pids.events`` max); None where not visible."""
+    pids_peak: int | None = None
+    disk_bytes: dict[str, int] = field(default_factory=dict)
+    """What each writable mount holds after the stage (bytes, files' apparent sizes)."""
+    disk_caps: dict[str, str] = field(default_factory=dict)
+    """The cap of each writable mount, as written in the limits."""
+    disk_killed: str = ""
+    """The mount whose cap the stage passed while running, so it was killed; '' otherwise."""
+    log_path: str = ""
     log_tail: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
 
     @property
+    def over_disk_caps(self) -> list[str]:
+        """The writable mounts that hold more than their cap."""
+        return [m for m, cap in self.disk_caps.items()
+                if m == self.disk_killed or self.disk_bytes.get(m, 0) > size_bytes(cap)]
+
+    @property
     def ok(self) -> bool:
-        """The stage finished in time, was not killed, and exited 0."""
-        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+        """The stage finished in time, was not killed, exited 0, and stayed within its disk caps."""
+        return self.exit_code == 0 and not self.timed_out and not self.oom_killed and not self.over_disk_caps
+
+    def _disk_reason(self) -> str:
+        mount = self.over_disk_caps[0]
+        limit = MOUNT_CAPS[mount]
+        held = format_bytes(self.disk_bytes.get(mount, 0))
+        if mount == self.disk_killed:
+            return (f"{self.stage} stage wrote {held} to {mount}, above its cap of {self.disk_caps[mount]} "
+                    f"(limits.{limit}), and was killed")
+        return f"{self.stage} stage left {held} in {mount}, above its cap of {self.disk_caps[mount]} (limits.{limit})"
+
+    def _pids_note(self) -> str:
+        if not self.pids_refused:
+            return ""
+        return (f"; it hit the pids limit of {self.pids_limit} processes and threads (limits.pids_limit): "
+                f"{self.pids_refused} refused")
 
     def failure(self) -> str | None:
-        """Why the stage failed, in the author's terms; None when it succeeded."""
+        """Why the stage failed, in the author's terms, on one line; None when it succeeded."""
         if self.ok:
             return None
+        if self.disk_killed or (self.exit_code == 0 and self.over_disk_caps):
+            return clip(self._disk_reason())
         if self.timed_out:
-            return f"{self.stage} stage exceeded its time limit of {self.timeout_s:g} s and was killed"
+            return clip(f"{self.stage} stage exceeded its time limit of {self.timeout_s:g} s and was killed" + self._pids_note())
         if self.oom_killed:
-            return f"{self.stage} stage exceeded its memory limit of {self.memory_limit} and was killed (out of memory)"
+            return clip(f"{self.stage} stage exceeded its memory limit of {self.memory_limit} and was killed (out of memory)")
         reason = f"{self.stage} stage exited with code {self.exit_code}"
-        hint = explain(self.log_tail)
+        hint = explain(self.log_tail, pids_limit=self.pids_limit, tmp_size=self.tmp_size, shm_size=self.shm_size)
+        if hint == UNEXPLAINED and self.pids_refused:
+            hint = self._pids_note()[2:]
+        elif hint.startswith(PIDS_HINT_START) and self.pids_refused is not None:
+            hint = (f"{hint} ({self.pids_refused} refused)" if self.pids_refused
+                    else f"a thread or process could not be started, though the pids cgroup refused none "
+                         f"(so not the pids limit of {self.pids_limit}; memory or a ulimit?)")
         last = next((line for line in reversed(self.log_tail) if line.strip()), "")
-        return f"{reason}: {hint}" + (f" [last log line: {last.strip()}]" if last else "")
+        last_note = f" [last log line: {clip(last.strip(), 120)}]" if last else ""
+        return clip(f"{reason}: {hint}", MAX_LINE - len(last_note)) + last_note
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form, with the failure reason."""
         return {**asdict(self), "ok": self.ok, "failure": self.failure()}
 
 
-def explain(log_tail: list[str]) -> str:
-    """The first known failure signature found in a log tail, latest lines first."""
+UNEXPLAINED = "see the log tail"
+
+
+def explain(log_tail: list[str], pids_limit: int | str = "?", tmp_size: str = "?", shm_size: str = "?") -> str:
+    """The first known failure signature found in a log tail, latest lines first, with the limits it names."""
     for line in reversed(log_tail):
         for pattern, hint in HINTS:
             match = pattern.search(line)
             if match:
-                return hint.format(*match.groups())
-    return "see the log tail"
+                return hint.format(*match.groups(), pids_limit=pids_limit, tmp_size=tmp_size, shm_size=shm_size)
+    return UNEXPLAINED
 
 
 CGROUP_PEAK_FILES = (
@@ -138,20 +221,112 @@ def _watch_memory(container: Container, result: StageResult) -> None:
     _stream_stats(container, result)
 
 
+CGROUP_PIDS_DIRS = (
+    "/sys/fs/cgroup/pids/docker/{id}",
+    "/sys/fs/cgroup/docker/{id}",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope",
+)
+"""Where the engine's cgroup drivers put a container's pids controller (pids.events, pids.peak)."""
+DISK_POLL_S = 1.0
+
+
+def folder_bytes(folder: Path) -> int:
+    """What ``folder`` holds: apparent sizes of its files, symlinks not followed, hard links once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for parent, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(parent, name))
+            except OSError:  # removed while walking
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
+    return total
+
+
+def _read_pids(pids_dir: Path, result: StageResult) -> bool:
+    """Update the refused-fork count and peak from a pids cgroup; False once the cgroup is gone."""
+    try:
+        events = (pids_dir / "pids.events").read_text().split()
+    except OSError:
+        return False
+    if len(events) >= 2 and events[0] == "max":
+        result.pids_refused = int(events[1])
+    try:
+        result.pids_peak = max(int((pids_dir / "pids.peak").read_text()), result.pids_peak or 0)
+    except (OSError, ValueError):  # pids.peak is absent on older kernels
+        pass
+    return True
+
+
+def _watch_pids_and_disk(container: Container, result: StageResult, caps: dict[str, tuple[Path, int]],
+                         stop: threading.Event) -> None:
+    """Follow refused forks, and kill the stage when a writable mount passes its cap (before the host's disk fills)."""
+    pids_dir = next((Path(d.format(id=container.id)) for d in CGROUP_PIDS_DIRS
+                     if Path(d.format(id=container.id)).is_dir()), None)
+    last_disk = 0.0
+    while not stop.is_set():
+        if pids_dir is not None and not _read_pids(pids_dir, result):
+            pids_dir = None
+        if time.monotonic() - last_disk >= DISK_POLL_S:
+            last_disk = time.monotonic()
+            for mount, (host, cap) in caps.items():
+                result.disk_bytes[mount] = folder_bytes(host)
+                if result.disk_bytes[mount] > cap:
+                    result.disk_killed = mount
+                    try:
+                        container.kill()
+                    except Exception:  # noqa: BLE001  it exited meanwhile: the measure after the stage still counts
+                        pass
+                    return
+        stop.wait(POLL_S)
+
+
+def _tail(log_file: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_MAX_BYTES) -> list[str]:
+    """The last ``lines`` lines of a log file, from at most its last ``max_bytes`` bytes."""
+    size = log_file.stat().st_size
+    with log_file.open("rb") as handle:
+        handle.seek(max(0, size - max_bytes))
+        data = handle.read()
+    text = data.decode("utf-8", errors="replace").splitlines()
+    if size > max_bytes and text:  # the first line read is cut: mark it, or drop it when others follow
+        text = text[1:] if len(text) > 1 else [ELLIPSIS + text[0]]
+    return text[-lines:]
+
+
+def _save_log(container: Container, log_file: Path) -> None:
+    """The container's whole log (stdout and stderr, interleaved) into ``log_file``."""
+    with log_file.open("wb") as handle:
+        for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+            handle.write(chunk)
+
+
 def run_stage(
     engine: docker.DockerClient,
     image: str,
     stage: Stage,
     mounts: dict[str, tuple[Path, str]],
     limits: Limits,
+    log_path: Path | None = None,
 ) -> StageResult:
-    """Run ``./train.sh`` or ``./inference.sh`` of ``image`` with ``mounts`` ({container path: (host path, 'ro'|'rw')})."""
+    """Run ``./train.sh`` or ``./inference.sh`` of ``image`` with ``mounts`` ({container path: (host path, 'ro'|'rw')}).
+
+    The whole log is written to ``log_path`` when given (else only its tail is kept). Each
+    writable mount in ``MOUNT_CAPS`` is held to its cap from ``limits``.
+    """
     from docker.errors import APIError
     from requests.exceptions import RequestException
 
     timeout = limits.train_timeout_s if stage == "train" else limits.infer_timeout_s
     command = ["./train.sh" if stage == "train" else "./inference.sh"]
-    result = StageResult(stage, image, memory_limit=limits.memory, timeout_s=timeout, command=command)
+    result = StageResult(stage, image, memory_limit=limits.memory, timeout_s=timeout, command=command,
+                         pids_limit=limits.pids_limit, tmp_size=limits.tmp_size, shm_size=limits.shm_size,
+                         user=limits.user)
+    caps = {inside: (host, size_bytes(getattr(limits, MOUNT_CAPS[inside])))
+            for inside, (host, mode) in mounts.items() if mode == "rw" and inside in MOUNT_CAPS}
+    result.disk_caps = {inside: getattr(limits, MOUNT_CAPS[inside]) for inside in caps}
     container = engine.containers.create(
         image,
         command=command,
@@ -164,15 +339,19 @@ def run_stage(
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         read_only=True,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmp_size}"},
+        user=limits.user or "",
+        tmpfs={"/tmp": f"rw,nosuid,nodev,mode=1777,size={limits.tmp_size}"},
         volumes={str(host.resolve()): {"bind": inside, "mode": mode} for inside, (host, mode) in mounts.items()},
         labels={"helpkit.stage": stage},
     )
+    stop = threading.Event()
     try:
         watcher = threading.Thread(target=_watch_memory, args=(container, result), daemon=True)
+        guard = threading.Thread(target=_watch_pids_and_disk, args=(container, result, caps, stop), daemon=True)
         start = time.monotonic()
         container.start()
         watcher.start()
+        guard.start()
         try:
             result.exit_code = int(container.wait(timeout=timeout)["StatusCode"])
         except RequestException:
@@ -183,22 +362,33 @@ def run_stage(
                 pass
             container.wait(timeout=60)
         result.duration_s = round(time.monotonic() - start, 2)
+        stop.set()
         watcher.join(timeout=5)
+        guard.join(timeout=30)
+        for inside, (host, _cap) in caps.items():
+            result.disk_bytes[inside] = folder_bytes(host)
         container.reload()
         result.oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-        logs = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES)
-        result.log_tail = logs.decode("utf-8", errors="replace").splitlines()
+        with tempfile.TemporaryDirectory(prefix="helpkit-log-") as scratch:
+            log_file = Path(log_path) if log_path is not None else Path(scratch) / "stage.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            _save_log(container, log_file)
+            result.log_tail = _tail(log_file)
+            result.log_path = str(log_path) if log_path is not None else ""
     finally:
+        stop.set()
         container.remove(force=True)
     return result
 
 
-def stage_mounts(stage: Stage, data_dir: Path, model_dir: Path, output_dir: Path) -> dict[str, tuple[Path, str]]:
-    """The platform's mounts for a stage: data read-only, model (and output) writable."""
+def stage_mounts(stage: Stage, data_dir: Path, model_dir: Path, output_dir: Path,
+                 model_writable: bool = False) -> dict[str, tuple[Path, str]]:
+    """The platform's mounts for a stage: data read-only; model writable in training, read-only in
+    inference unless ``model_writable`` (limits.model_writable_in_inference); output writable."""
     if stage == "train":
         return {PLATFORM.train: (data_dir / "train", "ro"), PLATFORM.model: (model_dir, "rw")}
     return {
         PLATFORM.test: (data_dir / "test", "ro"),
-        PLATFORM.model: (model_dir, "rw"),
+        PLATFORM.model: (model_dir, "rw" if model_writable else "ro"),
         PLATFORM.output: (output_dir, "rw"),
     }

@@ -5,28 +5,43 @@ in a container under ``contract.run_stage``'s limits, with a fresh ``/data/model
 output.csv through the scorer's own reader against the test slides of the data folder, and
 an AUC where ``labels.csv`` sits next to ``test/``. The first failure decides the verdict;
 later steps are skipped because they could only fail for the same reason.
+
+The inference stage sees ``/data/model`` read-only unless ``limits.model_writable_in_inference``;
+then each test set gets its own copy of the trained model, so no test set reads another's
+caches. Every failure and warning is one line of at most ``contract.MAX_LINE`` characters;
+each stage's whole log is written beside the JSON report (``REPORT.<stage>.log``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
+from helpkit.submission.contract import MAX_LINE, clip
 from helpkit.submission.paths import PLATFORM
+
+if TYPE_CHECKING:
+    from helpkit.config import Limits
+    from helpkit.scoring import Predictions
 
 EMULATION = {
     "network": "none",
     "memory_swap": "equal to memory (no swap)",
     "cap_drop": "ALL",
     "security_opt": "no-new-privileges",
-    "root_filesystem": "read-only; /tmp is a tmpfs; only /data/model and /data/output are writable",
+    "root_filesystem": "read-only; /tmp is a tmpfs; only /data/model (train stage) and /data/output are writable",
     "data_mounts": "read-only",
 }
+
+FAIL_PREFIX, WARNING_PREFIX = "FAIL: ", "warning: "
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -45,6 +60,16 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     extra_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> None:
+        """Record a failure, as one line that fits the verdict's length limit."""
+        self.failures.append(clip(reason, MAX_LINE - len(FAIL_PREFIX)))
+
+    def warn(self, message: str) -> None:
+        """Record a warning, as one line that fits the length limit once printed."""
+        self.warnings.append(clip(message, MAX_LINE - len(WARNING_PREFIX)))
 
     @property
     def passed(self) -> bool:
@@ -53,8 +78,8 @@ class ValidationReport:
 
     @property
     def verdict(self) -> str:
-        """``PASS`` or ``FAIL: <first reason>``."""
-        return "PASS" if self.passed else f"FAIL: {self.failures[0]}"
+        """``PASS`` or ``FAIL: <first reason>``, at most ``MAX_LINE`` characters."""
+        return "PASS" if self.passed else clip(f"{FAIL_PREFIX}{self.failures[0]}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, verdict first."""
@@ -72,6 +97,8 @@ class ValidationReport:
             "output": self.output,
             "score": self.score,
             "extra_tests": self.extra_tests,
+            "limits": self.limits,
+            "logs": self.logs,
             "warnings": self.warnings,
             "failures": self.failures,
         }
@@ -88,40 +115,97 @@ def _build(target: str | Path, report: ValidationReport, quiet: bool) -> tuple[P
     context = given if (given / "Dockerfile").is_file() else render(target)
     static = check_context(context)
     report.context, report.static = str(context), static.to_dict()
-    report.warnings += [f"static: {f.message} ({f.path})" for f in static.findings if f.level == "warning"]
+    for finding in static.findings:
+        if finding.level == "warning":
+            report.warn(f"static: {finding.message} ({finding.path})")
     if static.errors:
         first = static.errors[0]
-        report.failures.append(f"static check ({first.check}): {first.message}" + (f" [{first.path}]" if first.path else ""))
+        report.fail(f"static check ({first.check}): {first.message}" + (f" [{first.path}]" if first.path else ""))
         return None
     try:
         built = build_image(context, image_tag(load_submission(context / "submission.toml").name), quiet=quiet)
     except HelpkitError as err:
-        report.failures.append(f"image build: {err.message}")
+        report.fail(f"image build: {err.message}")
         return None
     report.image, report.image_id = built.tag, built.image_id
     return context, built.image_id
 
 
+@dataclass
+class OutputCheck:
+    """output.csv as the platform would read it: the predictions when readable, and what is wrong."""
+
+    predictions: Predictions | None = None
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_output_file(csv_path: str | Path, expected_ids: Iterable[str]) -> OutputCheck:
+    """Read output.csv strictly, naming the byte-level problems the scorer's reader would misreport.
+
+    A UTF-8 byte-order mark and CRLF (or bare CR) line ends are failures named as such (a
+    platform may read the first id as '\\ufeffSlide003', or every probability with a trailing
+    '\\r'); trailing blank lines are accepted with a warning. The rest (columns, numbers,
+    duplicates, missing and unknown slides) is ``read_predictions`` on the file with those
+    fixed, so each problem is reported once, by its real name.
+    """
+    from helpkit.scoring import read_predictions
+
+    csv_path = Path(csv_path)
+    check = OutputCheck()
+    data = csv_path.read_bytes()
+    if data.startswith(BOM):
+        check.failures.append("starts with a UTF-8 byte-order mark (BOM), which the platform reads as part of "
+                              "the first slide id; write plain UTF-8 (encoding='utf-8', not 'utf-8-sig')")
+        data = data[len(BOM):]
+    crlf, cr = data.count(b"\r\n"), data.count(b"\r") - data.count(b"\r\n")
+    if crlf or cr:
+        kind = f"{crlf} CRLF (Windows)" if crlf else f"{cr} bare CR (old Mac)"
+        check.failures.append(f"has {kind} line ending(s); the platform expects '\\n' line ends "
+                              "(open the file with newline='\\n', or lineterminator='\\n' in pandas)")
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lines = data.split(b"\n")
+    trailing = 0
+    while len(lines) > 1 and not lines[-2].strip() and not lines[-1].strip():
+        lines.pop()
+        trailing += 1
+    if trailing:
+        check.warnings.append(f"ends with {trailing} blank line(s), accepted and ignored")
+        data = b"\n".join(lines)
+    with tempfile.TemporaryDirectory(prefix="helpkit-output-") as scratch:
+        cleaned = Path(scratch) / "output.csv"
+        cleaned.write_bytes(data)
+        try:
+            check.predictions = read_predictions(cleaned, expected_ids=expected_ids)
+        except HelpkitError as err:
+            check.failures.append(err.message)
+    if check.predictions is not None:
+        check.warnings += check.predictions.warnings
+    return check
+
+
 def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: ValidationReport,
                   what: str = "output.csv") -> dict[str, Any]:
-    """output.csv through the scorer's reader, and the AUC where ``data_dir/labels.csv`` exists.
+    """output.csv through ``check_output_file``, and the AUC where ``data_dir/labels.csv`` exists.
 
     Problems go to ``report`` prefixed with ``what``; returns rows, expected, warnings, score.
     """
     from helpkit.data import read_labels
-    from helpkit.scoring import auc_ci, read_predictions
+    from helpkit.scoring import auc_ci
 
     if not csv_path.is_file():
-        report.failures.append(f"{what}: the inference stage wrote no {PLATFORM.output_csv}")
+        report.fail(f"{what}: the inference stage wrote no {PLATFORM.output_csv}")
         return {}
-    try:
-        predictions = read_predictions(csv_path, expected_ids=test_ids)
-    except HelpkitError as err:
-        report.failures.append(f"{what}: {err.message}")
+    check = check_output_file(csv_path, test_ids)
+    for failure in check.failures:
+        report.fail(f"{what}: {failure}")
+    for warning in check.warnings:
+        report.warn(f"{what}: {warning}")
+    predictions = check.predictions
+    if check.failures or predictions is None:
         return {}
     checked: dict[str, Any] = {"rows": len(predictions.scores), "expected": len(test_ids),
-                               "warnings": predictions.warnings, "score": None}
-    report.warnings += [f"{what}: {w}" for w in predictions.warnings]
+                               "warnings": check.warnings, "score": None}
     labels_path = data_dir / "labels.csv"
     if labels_path.is_file():
         labels = read_labels(labels_path).reindex(predictions.scores.index)
@@ -129,10 +213,37 @@ def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: V
         try:
             result = auc_ci(labels[known].to_numpy(int), predictions.scores[known].to_numpy())
         except (HelpkitError, ValueError) as err:
-            report.warnings.append(f"{what}: no AUC: {err}")
+            report.warn(f"{what}: no AUC: {err}")
         else:
             checked["score"] = {"labels": str(labels_path), **result.as_dict()}
     return checked
+
+
+def expected_test_ids(test_dir: Path) -> list[str]:
+    """The slide ids output.csv must hold one row each for: the test slides as helpkit discovers them."""
+    from helpkit.data import discover
+
+    return sorted(discover(test_dir, "test")["slide_id"])
+
+
+def _writable_by(folder: Path, limits: Limits) -> None:
+    """Let the stage's user write ``folder`` and what is in it: chown when run as root, else open the mode."""
+    ids = limits.user_ids
+    if ids is None:
+        return
+    for path in [folder, *folder.rglob("*")]:
+        if os.geteuid() == 0:
+            os.chown(path, *ids, follow_symlinks=False)
+        elif not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o777 if path.is_dir() else path.stat().st_mode | 0o666)
+
+
+def _log_path(report_path: Path | None, root: Path, label: str) -> Path:
+    """Where a stage's whole log goes: beside the JSON report, else in a kept work folder."""
+    slug = label.replace(" (", "-").rstrip(")")
+    if report_path is not None:
+        return report_path.with_name(f"{report_path.stem}.{slug}.log")
+    return root / f"{slug}.log"
 
 
 def validate(
@@ -149,11 +260,13 @@ def validate(
     ``labels.csv``). Stages write into ``work_dir/model`` and ``work_dir/output`` (a temporary
     folder when None). ``extra_tests`` maps a name to another competition root whose
     ``test/`` gets its own inference stage from the same trained model (the platform's
-    phase 2), written to ``work_dir/output-<name>``. The report is written atomically to
-    ``report_path`` when given.
+    phase 2), written to ``work_dir/output-<name>``; when the model is writable in inference,
+    each such set reads its own copy of it, ``work_dir/model-<name>``. The report is written
+    atomically to ``report_path`` when given, each stage's log beside it
+    (``REPORT.train.log``, ``REPORT.inference.log``, ``REPORT.inference-<name>.log``), or
+    into ``work_dir`` without a report.
     """
     from helpkit.config import load_submission
-    from helpkit.data import discover
     from helpkit.submission.contract import run_stage, stage_mounts
     from helpkit.submission.engine import client
 
@@ -162,32 +275,49 @@ def validate(
         if not (data_dir / split).is_dir():
             raise HelpkitError(f"the data folder has no {split}/ (expected the HeLP layout)", data_dir)
     test_sets = {"": data_dir, **{name: Path(root) for name, root in (extra_tests or {}).items()}}
-    test_ids = {name: sorted(discover(root / "test")["slide_id"]) for name, root in test_sets.items()}
+    test_ids = {name: expected_test_ids(root / "test") for name, root in test_sets.items()}
+    report_path = Path(report_path) if report_path is not None else None
     report = ValidationReport(submission=str(target), data=str(data_dir))
     engine = client()
     built = _build(target, report, quiet)
     if built is not None:
         context, image_id = built
         limits = load_submission(context / "submission.toml").limits
+        report.limits = limits.model_dump()
         with tempfile.TemporaryDirectory(prefix="helpkit-validate-") as tmp:
             root = Path(work_dir) if work_dir is not None else Path(tmp)
             model_dir = root / "model"
+            writable = limits.model_writable_in_inference
+            models = {name: root / f"model-{name}" if name and writable else model_dir for name in test_sets}
             outputs = {name: root / (f"output-{name}" if name else "output") for name in test_sets}
-            for folder in (model_dir, *outputs.values()):
+            for folder in {model_dir, *models.values(), *outputs.values()}:
                 if folder.exists() and any(folder.iterdir()):
                     raise HelpkitError("must be empty: each validation starts from a fresh /data/model", folder)
                 folder.mkdir(parents=True, exist_ok=True)
+                _writable_by(folder, limits)
+            keep_logs = report_path is not None or work_dir is not None
             runs = [("train", "", data_dir)] + [("inference", name, test_root) for name, test_root in test_sets.items()]
             for stage, name, stage_data in runs:
                 label = f"{stage} ({name})" if name else stage
                 if not quiet:
                     print(f"running the {label} stage in a container ...", flush=True)
-                mounts = stage_mounts(stage, stage_data, model_dir, outputs.get(name, root / "output"))
-                result = run_stage(engine, image_id, stage, mounts, limits)
+                mounts = stage_mounts(stage, stage_data, models[name], outputs.get(name, root / "output"),
+                                      model_writable=writable)
+                log_path = _log_path(report_path, root, label) if keep_logs else None
+                result = run_stage(engine, image_id, stage, mounts, limits, log_path=log_path)
                 report.stages.append({**result.to_dict(), "label": label})
+                if log_path is not None:
+                    report.logs[label] = str(log_path)
+                if result.pids_refused and result.ok:
+                    report.warn(f"{label} stage: {result.pids_refused} thread or process start(s) refused at the "
+                                f"pids limit of {limits.pids_limit} (limits.pids_limit)")
                 if not result.ok:
-                    report.failures.append(str(result.failure()))
+                    report.fail(str(result.failure()))
                     break
+                if stage == "train":  # each extra test set's own copy of the trained model, before any inference writes
+                    for copy in {m for m in models.values() if m != model_dir}:
+                        shutil.copytree(model_dir, copy, symlinks=True, dirs_exist_ok=True)
+                        _writable_by(copy, limits)
                 if stage == "inference":
                     what = f"output.csv ({name})" if name else "output.csv"
                     checked = _check_output(outputs[name] / "output.csv", test_ids[name], stage_data, report, what)
