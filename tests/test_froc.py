@@ -1,0 +1,136 @@
+"""Lesion-level FROC by the CAMELYON16 rules, against cases computed by hand.
+
+The masks are built here at level 5 (downsample 32). At mpp 0.5 a level-5 pixel is 16 um,
+so the reference rim (distance < 75 / (2 * 0.5 * 32) = 2.34375 pixels) takes pixels at
+distance 1, sqrt 2, 2 and sqrt 5 from the tumour, not 2 sqrt 2 or 3, and the ITC cut is a
+major axis below 275 / 16 = 17.1875 pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from helpkit.errors import HelpkitError
+from helpkit.heatmap.lesions import Detections
+from helpkit.scoring.froc import evaluation_mask, froc, match
+
+MPP = 0.5
+DS = 32
+
+
+def centre(row: int, col: int) -> tuple[int, int]:
+    """Level-0 (x, y) of the centre of level-5 pixel (row, col)."""
+    return col * DS + DS // 2, row * DS + DS // 2
+
+
+def dets(*points: tuple[float, tuple[int, int]]) -> Detections:
+    conf = np.array([c for c, _ in points], dtype=float)
+    xs = np.array([xy[0] for _, xy in points], dtype=np.int64)
+    ys = np.array([xy[1] for _, xy in points], dtype=np.int64)
+    return Detections(conf, xs, ys)
+
+
+def tumour_slide() -> np.ndarray:
+    """Three 20x20-pixel lesions (L1, L2, L3) and one single-pixel ITC region, level 5."""
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[10:30, 10:30] = True  # L1
+    mask[10:30, 60:80] = True  # L2
+    mask[60:80, 10:30] = True  # L3
+    mask[70, 70] = True  # ITC: a 21-pixel disc once dilated
+    return mask
+
+
+def test_reference_regions_rim_and_itc() -> None:
+    ref = evaluation_mask(tumour_slide(), MPP)
+    assert ref.n_regions == 4 and len(ref.itc) == 1 and len(ref.lesions) == 3
+    l2 = ref.region_at(*map(np.array, zip(centre(20, 70))))[0]
+    # Rim of L2 (rows 10..29, cols 60..79): distance 2 and sqrt 5 are in; 2 sqrt 2 and 3 are out.
+    for rc, inside in (((20, 81), True), ((30, 81), True), ((31, 80), True), ((20, 82), False),
+                       ((31, 81), False), ((32, 70), False), ((20, 58), True), ((20, 57), False)):
+        x, y = centre(*rc)
+        got = ref.region_at(np.array([x]), np.array([y]))[0]
+        assert (got == l2) == inside, rc
+    itc = ref.region_at(*map(np.array, zip(centre(70, 70))))[0]
+    assert itc in ref.itc
+    # The ITC disc: the pixels at squared distance < 2.34375^2 = 5.49: 21 of them.
+    assert (ref.labels == itc).sum() == 21
+
+
+def test_itc_cut_is_the_major_axis_against_275_um() -> None:
+    # mpp 1.5: no dilation (threshold 0.78 pixel) and an ITC cut of 275 / 48 = 5.729 pixels.
+    # A 5-pixel bar has major axis 4 sqrt((25 - 1) / 12) = 5.657 (ITC); 6 pixels, 6.831 (lesion).
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2, 2:7] = True
+    mask[10, 2:8] = True
+    ref = evaluation_mask(mask, 1.5)
+    assert ref.labels.astype(bool).sum() == 11  # not dilated
+    five, six = ref.labels[2, 2], ref.labels[10, 2]
+    assert five in ref.itc and six not in ref.itc
+
+
+def hand_case():
+    ref = evaluation_mask(tumour_slide(), MPP)
+    a = match("A", dets(
+        (0.9, centre(20, 20)),  # hit on L1
+        (0.6, centre(15, 15)),  # second detection on L1: ignored, not an FP
+        (0.8, centre(70, 70)),  # inside the ITC region: ignored
+        (0.7, centre(20, 81)),  # in the rim of L2: a hit
+        (0.5, centre(50, 50)),  # nowhere: FP
+    ), ref)  # L3 is missed
+    b = match("B", dets((0.85, (100, 100)), (0.3, (200, 200))), None)  # normal slide: FPs only
+    return a, b
+
+
+def test_hand_computed_froc() -> None:
+    a, b = hand_case()
+    assert sorted(a.tp) == [0.7, 0.9] and sorted(a.fp) == [0.5]
+    assert a.ignored_itc == 1 and a.ignored_repeat == 1 and a.n_lesions == 3 and a.n_itc == 1
+    assert sorted(b.fp) == [0.3, 0.85] and b.n_lesions == 0
+    result = froc([a, b])
+    # Thresholds 0.3, 0.5, 0.7, 0.85, 0.9: FPs >= t of {0.5, 0.85, 0.3} over 2 slides and
+    # hits >= t of {0.9, 0.7} over 3 lesions, then (0, 0):
+    #   FP/slide 1.5 1 .5 .5 0 0; sensitivity 2/3 2/3 2/3 1/3 1/3 0.
+    np.testing.assert_allclose(result.curve_fp, [1.5, 1.0, 0.5, 0.5, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(result.curve_sensitivity, [2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 0], atol=1e-12)
+    # Interpolated in increasing-FP order (np.interp; at a repeated FP rate the last, highest
+    # point): 1/4 -> between (0, 1/3) and (0.5, 1/3) = 1/3; 1/2 -> 2/3; 1 -> 2/3; 2, 4, 8 ->
+    # beyond the last point (1.5, 2/3) = 2/3.
+    expected = [1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3]
+    assert result.sensitivities == pytest.approx(expected, abs=1e-9)
+    assert result.score == pytest.approx(11 / 18, abs=1e-9)
+    assert (result.n_slides, result.n_lesions, result.n_fp, result.n_hit, result.n_detections) == (2, 3, 3, 2, 7)
+
+
+def test_perfect_detections_score_one() -> None:
+    ref = evaluation_mask(tumour_slide(), MPP)
+    perfect = match("A", dets((1.0, centre(20, 20)), (1.0, centre(20, 70)), (1.0, centre(70, 20))), ref)
+    result = froc([perfect, match("B", Detections.empty(), None)])
+    assert result.score == pytest.approx(1.0, abs=1e-9)
+    assert result.sensitivities == pytest.approx([1.0] * 6, abs=1e-9)
+
+
+def test_detections_100_um_outside_every_lesion_score_zero() -> None:
+    ref = evaluation_mask(tumour_slide(), MPP)
+    off = 100 / MPP  # level-0 pixels
+    # 100 um right of each lesion's right edge (cols 30, 80) and below the ITC's.
+    points = [(0.9, (int(30 * DS + off), centre(20, 0)[1])), (0.8, (int(80 * DS + off), centre(20, 0)[1])),
+              (0.7, (int(30 * DS + off), centre(70, 0)[1]))]
+    result = froc([match("A", dets(*points), ref)])
+    assert result.score == 0.0 and result.n_fp == 3 and result.n_hit == 0
+
+
+def test_detections_outside_the_mask_are_false_positives() -> None:
+    ref = evaluation_mask(tumour_slide(), MPP)
+    outcome = match("A", dets((0.9, (-5, 10)), (0.8, (10**6, 10)), (0.7, centre(20, 20))), ref)
+    assert sorted(outcome.fp) == [0.8, 0.9] and list(outcome.tp) == [0.7]
+
+
+def test_zero_confidence_never_counts_and_no_lesions_is_an_error() -> None:
+    ref = evaluation_mask(tumour_slide(), MPP)
+    result = froc([match("A", dets((0.0, centre(20, 20)), (0.0, centre(50, 50))), ref)])
+    assert result.score == 0.0 and math.isclose(result.curve_fp[-1], 0.0)
+    with pytest.raises(HelpkitError, match="no lesions"):
+        froc([match("B", dets((0.5, (1, 1))), None)])
