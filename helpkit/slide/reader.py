@@ -33,6 +33,17 @@ def is_slide_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in SLIDE_EXTENSIONS
 
 
+def dicom_folder_file(folder: Path) -> Path | None:
+    """The first visible ``.dcm`` file by name directly in ``folder`` (None if it has none): what
+    OpenSlide is given to open a multi-file DICOM slide kept in a folder; it reads the rest of
+    the series (same Series Instance UID) from the files beside it."""
+    if not folder.is_dir():
+        return None
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and is_slide_file(p)),
+                   key=lambda p: p.name)
+    return files[0] if files else None
+
+
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     """Composite an (H, W, 4) RGBA uint8 array over white: transparent pixels become white."""
     alpha = rgba[..., 3:4]
@@ -53,7 +64,7 @@ class SlideReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.slide_id = self.path.stem
+        self.slide_id = self.path.name if self.path.is_dir() else self.path.stem  # a folder: DICOM
         self._lock = threading.Lock()
         self._slide = self._open()
         slide = self._slide
@@ -70,8 +81,12 @@ class SlideReader:
     def _open(self) -> openslide.OpenSlide:
         if not self.path.exists():
             raise HelpkitError("slide file not found", self.path)
+        target = dicom_folder_file(self.path) if self.path.is_dir() else self.path
+        if target is None:
+            raise HelpkitError("not a slide: a folder is one only when it holds a DICOM series (.dcm files)",
+                               self.path)
         try:
-            return openslide.OpenSlide(self.path)
+            return openslide.OpenSlide(target)
         except openslide.OpenSlideUnsupportedFormatError as err:
             raise HelpkitError("not a slide OpenSlide can open (unsupported or damaged file)", self.path) from err
         except (openslide.OpenSlideError, OSError) as err:
