@@ -106,6 +106,32 @@ def test_write_predictions_round_trips_and_refuses_bad_values(tmp_path: Path) ->
     assert not (tmp_path / "bad.csv").exists()
 
 
+ODD_IDS = ["Slide,001", 'Slide "002"', "Slide003", "Slide 004"]
+"""Ids a file name can give: a comma, quotes, a space; only those that need it are quoted."""
+
+
+def test_ids_with_commas_and_quotes_round_trip(tmp_path: Path) -> None:
+    scores = pd.Series([0.25, 0.5, 0.75, 0.125], index=ODD_IDS)
+    path = tmp_path / "output.csv"
+    write_predictions(path, scores)
+    lines = path.read_text().splitlines()
+    assert lines == ['"Slide,001",0.25', '"Slide ""002""",0.5', "Slide003,0.75", "Slide 004,0.125"]
+    back = read_predictions(path, ODD_IDS, strict=True).scores
+    assert list(back.index) == ODD_IDS
+    assert back.tolist() == [0.25, 0.5, 0.75, 0.125]
+
+
+def test_cli_scores_ids_with_commas(tmp_path: Path) -> None:
+    ids = ["a,1", "b,2", "c", "d"]
+    pd.DataFrame({"slide_id": ids, "label": [1, 0, 1, 0]}).to_csv(tmp_path / "labels.csv", index=False)
+    write_predictions(tmp_path / "pred.csv", pd.Series([0.9, 0.1, 0.8, 0.2], index=ids))
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "pred.csv"), "--labels", str(tmp_path / "labels.csv"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["n"] == 4 and data["auc"]["auc"] == 1.0
+
+
 # ---- metrics ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(5))

@@ -123,7 +123,8 @@ def _value_warnings(scores: pd.Series, first_line: dict[str, int]) -> list[str]:
 
 
 def write_predictions(path: str | Path, scores: pd.Series) -> None:
-    """Write ``scores`` (indexed by slide id) atomically in the platform format.
+    """Write ``scores`` (indexed by slide id) atomically in the platform format, ids quoted
+    the CSV way where they need it (``read_predictions`` reads them back).
 
     helpkit's own outputs are always finite probabilities in [0, 1] with unique ids;
     anything else is a bug upstream, so it raises instead of writing a bad file.
@@ -137,7 +138,9 @@ def write_predictions(path: str | Path, scores: pd.Series) -> None:
     bad = [sid for sid, v in zip(ids, values, strict=True) if not (np.isfinite(v) and 0.0 <= v <= 1.0)]
     if bad:
         raise HelpkitError(f"refusing to write non-probabilities for: {', '.join(bad[:MAX_LISTED])}", path)
-    lines = "".join(f"{sid},{float(v)!r}\n" for sid, v in zip(ids, values, strict=True))
-    with atomic_path(path) as tmp:
-        tmp.write_text(lines, encoding="utf-8")
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        # Minimal quoting: plain ids are written as is; an id with a comma, quote or line
+        # break (a file name can hold them) is quoted, so every row keeps two columns.
+        writer = csv.writer(handle, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerows((sid, repr(float(v))) for sid, v in zip(ids, values, strict=True))
 
