@@ -110,6 +110,13 @@ def test_extra_test_set_gets_its_own_inference_from_the_same_model(engine, tiny_
         ("writes-outside", "inference stage exited with code 1: it writes outside /data/model and /data/output"),
         ("memory", "train stage exceeded its memory limit of 256m"),
         ("timeout", "train stage exceeded its time limit of 3 s"),
+        ("writes-model", "inference stage exited with code 1: it writes /data/model/inference in the inference stage, "
+                         "where /data/model is read-only"),
+        ("big-model", "train stage left 3.0 MiB in /data/model, above its cap of 1m (limits.model_max_size)"),
+        ("big-output", "inference stage wrote 3.0 MiB to /data/output, above its cap of 1m (limits.output_max_size), "
+                       "and was killed"),
+        ("threads", "train stage exited with code 1: it hit the pids limit of 64 processes and threads (limits.pids_limit)"),
+        ("tmp-full", "train stage exited with code 1: no space left on device: /tmp is a tmpfs of limits.tmp_size = 16m"),
         ("build-error", "image build: docker build failed: The command '/bin/sh -c python3 -m pip install"),
     ],
 )
@@ -118,6 +125,69 @@ def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, 
 
     report = validate(fixture_context(name, tmp_path), tiny_layout, quiet=True)
     assert report.verdict.startswith(f"FAIL: {reason}"), report.verdict
+
+
+@pytest.mark.docker
+def test_big_output_is_killed_while_writing(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from helpkit.submission.validate import validate
+
+    report = validate(fixture_context("big-output", tmp_path), tiny_layout, quiet=True)
+    inference = report.stages[1]
+    assert inference["disk_killed"] == "/data/output" and inference["duration_s"] < 30  # not the minute it asked for
+    assert inference["disk_bytes"]["/data/output"] == 3 * 2**20
+
+
+@pytest.mark.docker
+def test_model_writable_in_inference_gives_each_test_set_its_own_model(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    """The fixture trusts a score cache it writes into /data/model; with a shared model dir the
+    second test set would get the first one's rows (and fail), with its own copy it passes."""
+    from helpkit.submission.validate import validate
+
+    phase2 = tmp_path / "phase2"
+    for rel in ("test/Slide101.tiff", "test/Slide102.tiff"):
+        (phase2 / rel).parent.mkdir(parents=True, exist_ok=True)
+        (phase2 / rel).write_bytes(b"placeholder")
+    work = tmp_path / "work"
+    report = validate(fixture_context("stale-cache", tmp_path), tiny_layout, work_dir=work, quiet=True,
+                      extra_tests={"phase2": phase2})
+    assert report.verdict == "PASS", report.failures
+    assert [s["label"] for s in report.stages] == ["train", "inference", "inference (phase2)"]
+    assert sorted(json.loads((work / "model-phase2" / "scores.json").read_text())) == ["Slide101", "Slide102"]
+    assert sorted(json.loads((work / "model" / "scores.json").read_text())) == ["Slide003", "Slide004", "Slide005"]
+
+
+@pytest.mark.docker
+def test_user_limit_runs_both_stages_as_that_uid(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from helpkit.submission.validate import validate
+
+    work = tmp_path / "work"
+    report = validate(fixture_context("user", tmp_path), tiny_layout, work_dir=work, quiet=True)
+    assert report.verdict == "PASS", report.failures
+    assert all(s["user"] == "1000:1000" for s in report.stages)
+    written = json.loads((work / "model" / "model.json").read_text())
+    assert (written["uid"], written["gid"]) == (1000, 1000)
+    assert (work / "output" / "output.csv").stat().st_uid == 1000
+
+
+@pytest.mark.docker
+def test_long_log_line_makes_a_short_verdict_and_a_whole_log_file(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+
+    report_path = tmp_path / "r.json"
+    args = ["submission", "validate", str(fixture_context("long-log", tmp_path)), "--data", str(tiny_layout),
+            "--json", str(report_path), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert max(len(line) for line in lines) <= 300
+    assert lines[-1].startswith("FAIL: train stage exited with code 1: see the log tail [last log line: bad shape: 777")
+    log = tmp_path / "r.train.log"
+    assert log.read_text().splitlines() == ["loading", "bad shape: " + "7" * 2**20]
+    saved = json.loads(report_path.read_text())
+    assert saved["logs"] == {"train": str(log)} and saved["stages"][0]["log_path"] == str(log)
+    assert saved["stages"][0]["log_tail"][-1] == "bad shape: " + "7" * 2**20
 
 
 @pytest.mark.docker

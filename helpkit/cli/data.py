@@ -40,6 +40,9 @@ def index(
     balance: Annotated[bool, typer.Option(
         help="On a slide with tumour, keep as many normal patches as tumour patches.")] = True,
     seed: Annotated[int, typer.Option(help="Sampling seed: same seed, same patches.")] = 0,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Training-label problems (a mask that contradicts its class folder, a class folder "
+        "not in lower case) are errors, not warnings.")] = False,
     tissue_downsample: Annotated[float, typer.Option(
         help="Compute the tissue mask at the level nearest (not above) this downsample of level 0.")] = TISSUE_DOWNSAMPLE,
 ) -> None:
@@ -49,10 +52,10 @@ def index(
 
     A slide that cannot be opened or read is skipped and listed at the end; the exit code is 1 only when no slide could be indexed.
     """
-    from helpkit.data import discover
+    from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
 
-    slides = discover(data, None if split is Split.all else split.value)
+    slides = check_labels(discover(data, None if split is Split.all else split.value), strict)
     config = IndexConfig(level=level, patch_size=patch_size, stride=stride, tumour_threshold=tumour_threshold,
                          min_tissue=min_tissue, max_per_class=max_per_class, balance=balance, seed=seed,
                          tissue_downsample=tissue_downsample)

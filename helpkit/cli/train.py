@@ -26,11 +26,12 @@ def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
         raise HelpkitError(f"cannot read patch index ({err})", path) from err
 
 
-def _index_from_data(data: Path, level: int, patch_size: int, max_per_class: int | None, seed: int):
-    from helpkit.data import discover
+def _index_from_data(data: Path, level: int, patch_size: int, max_per_class: int | None, seed: int,
+                     strict: bool = False):
+    from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset
 
-    slides = discover(data, "train")
+    slides = check_labels(discover(data, "train"), strict)
     result = index_dataset(slides, IndexConfig(level=level, patch_size=patch_size, max_per_class=max_per_class,
                                                seed=seed))
     for slide_id, error in result.failures:
@@ -64,6 +65,9 @@ def train(
     patch_size: Annotated[int, typer.Option(help="With --data: patch side in pixels at --level.")] = PATCH_SIZE,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
+        "a class folder not in lower case) are errors, not warnings.")] = False,
 ) -> None:
     """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
     a checkpoint each epoch, resume after a kill, and an optional time budget."""
@@ -79,7 +83,7 @@ def train(
         patches = _read_index(index)
     else:
         build(model, patch_size, width)  # a bad model, size or width fails before the slow indexing
-        patches = _index_from_data(data, level, patch_size, max_per_class, seed)
+        patches = _index_from_data(data, level, patch_size, max_per_class, seed, strict)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
                          learning_rate=learning_rate, seed=seed, cache=cache)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S

@@ -65,8 +65,8 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"No space left on device"),
      "no space left on device: /tmp is a tmpfs of limits.tmp_size = {tmp_size} (scratch beyond it belongs in /data/output, or raise tmp_size)"),
     (re.compile(r"Read-only file system: '(/data/model[^']*)'"),
-     "it writes {0} in the inference stage, where /data/model is read-only as on platforms that freeze the train stage's output "
-     "(scratch belongs in /tmp or /data/output; limits.model_writable_in_inference = true only where the platform allows it)"),
+     "it writes {0} in the inference stage, where /data/model is read-only "
+     "(limits.model_writable_in_inference = false); put scratch in /tmp or /data/output"),
     (re.compile(r"Read-only file system"), "it writes outside /data/model and /data/output (the root filesystem is read-only; use /data/model, or /tmp for scratch)"),
     (re.compile(r"Temporary failure in name resolution|Name or service not known|Network is unreachable|No address associated with hostname|getaddrinfo failed"), "it needs the network, which the platform does not have (--network none)"),
     (re.compile(r"No such file or directory: '(?!/)([^']+)'"), "it opens the relative path '{0}', which does not exist in the container's working directory /app (use the platform's absolute paths)"),
@@ -156,7 +156,7 @@ class StageResult:
                     else f"a thread or process could not be started, though the pids cgroup refused none "
                          f"(so not the pids limit of {self.pids_limit}; memory or a ulimit?)")
         last = next((line for line in reversed(self.log_tail) if line.strip()), "")
-        last_note = f" [last log line: {clip(last.strip(), 120)}]" if last else ""
+        last_note = f" [last log line: {clip(last.strip(), 100)}]" if last else ""
         return clip(f"{reason}: {hint}", MAX_LINE - len(last_note)) + last_note
 
     def to_dict(self) -> dict[str, object]:
