@@ -193,7 +193,7 @@ def _split_folders(root: Path) -> dict[str, Path]:
     )
 
 
-def discover(root: str | Path, split: str | None = None) -> pd.DataFrame:
+def discover(root: str | Path, split: str | None = None, layout: str | None = None) -> pd.DataFrame:
     """Slide records under ``root``: slide_id, path, split ('train'|'test'), label, mask_path.
 
     With ``split``, only that split's records (the other split is not even looked at), and
@@ -210,6 +210,11 @@ def discover(root: str | Path, split: str | None = None) -> pd.DataFrame:
     root = Path(root).absolute()
     if not root.is_dir():
         raise HelpkitError("data folder not found", root)
+    from helpkit.layouts import layout_records  # CAMELYON16/17 first; ``layout`` None detects
+
+    found = layout_records(root, split, layout)
+    if found is not None:
+        return pd.DataFrame.from_records(found, columns=SLIDE_COLUMNS).astype({"label": "int8"})
     folders = _split_folders(root)
     if split is not None:
         if split not in folders:
@@ -313,8 +318,14 @@ def check_labels(slides: pd.DataFrame, strict: bool = False) -> pd.DataFrame:
 
 
 def read_labels(path: str | Path) -> pd.Series:
-    """``labels.csv`` (header ``slide_id,label``; labels 0 or 1) as a Series indexed by slide_id."""
+    """``labels.csv`` (header ``slide_id,label``; labels 0 or 1) as a Series indexed by slide_id;
+    a CAMELYON16 ``reference.csv`` or CAMELYON17 stage CSV is read as such (helpkit.layouts)."""
     path = Path(path)
+    from helpkit.layouts import read_layout_labels
+
+    layout_labels = read_layout_labels(path) if path.is_file() else None
+    if layout_labels is not None:
+        return layout_labels
     try:
         table = pd.read_csv(path, dtype={"slide_id": str})
     except FileNotFoundError as err:
