@@ -83,10 +83,12 @@ def _ensemble_params(config: SubmissionConfig) -> dict[str, Any]:
 
 
 def train(
-    data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None
+    data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Run the train stage; returns (and writes to ``pipeline.json``) what it did."""
-    from helpkit.data import discover
+    """Run the train stage; returns (and writes to ``pipeline.json``) what it did. Training-label
+    problems are warned about and their slides left out of patch training (``strict``: errors)."""
+    from helpkit.data import check_labels, discover
     from helpkit.ensemble import fit_ensemble, write_report
     from helpkit.features.table import build_features
     from helpkit.heatmap.run import Options, make_heatmaps, slide_records
@@ -95,7 +97,7 @@ def train(
     started = time.monotonic()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    slides = discover(data_dir, "train")
+    slides = check_labels(discover(data_dir, "train"), strict)
     log(f"train stage: {len(slides)} slides ({int((slides['label'] == 1).sum())} positive)")
     timings: dict[str, float] = {}
     run_dirs = _run_dirs(model_dir, config, Path(submission_dir) if submission_dir else None)

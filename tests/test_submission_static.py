@@ -313,3 +313,15 @@ def test_model_dir_is_read_only_in_inference_unless_the_limits_allow() -> None:
     assert stage_mounts("inference", data, model, output)[PLATFORM.model] == (model, "ro")
     assert stage_mounts("inference", data, model, output, model_writable=True)[PLATFORM.model] == (model, "rw")
     assert stage_mounts("inference", data, model, output)[PLATFORM.output] == (output, "rw")
+
+
+def test_expected_test_ids_follow_the_one_slide_rule(tmp_path: Path) -> None:
+    from helpkit.submission.validate import expected_test_ids
+
+    test = tmp_path / "test"
+    (test / "Slide009").mkdir(parents=True)
+    for name in ("Slide001.tiff", "Slide002.svs", "Slide002.tiff", "Slide009/a.dcm", "Slide009/b.dcm", "notes.txt"):
+        (test / name).write_bytes(b"placeholder")
+    assert expected_test_ids(test) == ["Slide001", "Slide002", "Slide009"]
+    with pytest.raises(HelpkitError, match="no test slides found"):
+        expected_test_ids(tmp_path / "empty")

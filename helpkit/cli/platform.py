@@ -22,6 +22,8 @@ def train_cmd(
     data: Path = typer.Option(Path(PLATFORM.train), help="Training data in the HeLP layout (read only)."),
     model_dir: Path = typer.Option(Path(PLATFORM.model), help="Where everything the inference stage needs goes."),
     config: Path = typer.Option(Path(PLATFORM.config), help=CONFIG_HELP),
+    strict: bool = typer.Option(False, "--strict", help="Training-label problems (a mask that contradicts its "
+                                "class folder, a class folder not in lower case) are errors, not warnings."),
 ) -> None:
     """Train stage: index patches, train every model by slide folds, out-of-fold heatmaps and
     features, fit the ensemble. Writes only under MODEL_DIR."""
@@ -29,7 +31,7 @@ def train_cmd(
     from helpkit.config import load_submission, resolve_submission_path
 
     path = resolve_submission_path(config)
-    pipeline.train(data, model_dir, load_submission(path), submission_dir=path.parent)
+    pipeline.train(data, model_dir, load_submission(path), submission_dir=path.parent, strict=strict)
 
 
 @platform_app.command("infer")

@@ -220,10 +220,15 @@ def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: V
 
 
 def expected_test_ids(test_dir: Path) -> list[str]:
-    """The slide ids output.csv must hold one row each for: the test slides as helpkit discovers them."""
-    from helpkit.data import discover
+    """The slide ids output.csv must hold one row each for: ``helpkit.data.slide_ids``, the one rule
+    of what a slide is that the inference stage follows too (a DICOM folder is one slide, duplicate
+    stems one id)."""
+    from helpkit.data import slide_ids
 
-    return sorted(discover(test_dir, "test")["slide_id"])
+    ids = slide_ids(test_dir)
+    if not ids:
+        raise HelpkitError("no test slides found", test_dir)
+    return ids
 
 
 def _writable_by(folder: Path, limits: Limits) -> None:
