@@ -246,14 +246,14 @@ def _class_folder(path: Path) -> Path | None:
 def _marks_tumour(mask_path: Path, slide_path: Path) -> bool | None:
     """Whether a mask marks any tumour; None when the slide cannot be opened (the patch index
     skips and reports such a slide itself). A mask that cannot be read raises HelpkitError."""
-    from helpkit.slide.annotation import read_annotation_mask
+    from helpkit.slide.annotation import read_annotation
 
     try:
         with SlideReader(slide_path) as reader:
             dimensions = reader.dimensions
     except HelpkitError:
         return None
-    return bool(read_annotation_mask(mask_path, dimensions).mask.any())
+    return read_annotation(mask_path, dimensions).has_tumour()
 
 
 def label_problems(slides: pd.DataFrame) -> tuple[list[str], set[str]]:

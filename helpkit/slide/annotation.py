@@ -120,6 +120,8 @@ class Annotation(Protocol):
 
     def polygons(self) -> list[Polygon]: ...
 
+    def has_tumour(self) -> bool: ...  # any tumour annotated at all
+
 
 class _Base:
     path: Path
@@ -174,6 +176,9 @@ class MaskAnnotation(_Base):
             return self.stored, None
         return super().masks(downsample)
 
+    def has_tumour(self) -> bool:
+        return bool(self.stored.mask.any())
+
     def polygons(self) -> list[Polygon]:
         """The mask's regions traced into level-0 polygons (holes kept)."""
         dsx, dsy = self.stored.downsample
@@ -198,6 +203,9 @@ class PolygonAnnotation(_Base):
 
     def polygons(self) -> list[Polygon]:
         return list(self._polygons)
+
+    def has_tumour(self) -> bool:
+        return any(p.role == "tumour" for p in self._polygons)
 
     def regions(self) -> list[Polygon]:
         """Tumour polygons only, each with the exclusion and normal polygons whose first vertex
