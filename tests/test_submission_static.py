@@ -325,3 +325,16 @@ def test_expected_test_ids_follow_the_one_slide_rule(tmp_path: Path) -> None:
     assert expected_test_ids(test) == ["Slide001", "Slide002", "Slide009"]
     with pytest.raises(HelpkitError, match="no test slides found"):
         expected_test_ids(tmp_path / "empty")
+
+
+def test_validate_help_documents_the_new_limits() -> None:
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+
+    result = CliRunner().invoke(app, ["submission", "validate", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for words in ("[limits]", "model_writable_in_inference (default false)", "model_max_size (default 10g)",
+                  "output_max_size (default 1g)", 'user (e.g. "1000:1000"', "BOM", "300 characters"):
+        assert words in text, words

@@ -38,7 +38,25 @@ def check(
     raise typer.Exit(0 if not report.errors else 1)
 
 
-@submission_app.command("validate")
+VALIDATE_HELP = "\n\n".join([
+    "Build the image, run train then inference in containers under the platform's limits, check output.csv.",
+    "Each stage runs with no network, no capabilities, a read-only root and a tmpfs /tmp, under the \\[limits] of "
+    "submission.toml: memory, cpus, shm_size, pids_limit, tmp_size, train_timeout_s, infer_timeout_s, and:",
+    "model_writable_in_inference (default false): /data/model is read-only in the inference stage, as on platforms "
+    "that freeze the train stage's output; true mounts it read-write, and each --extra-test set then reads its own "
+    "copy of the trained model.",
+    "model_max_size (default 10g), output_max_size (default 1g): what /data/model and /data/output may hold after "
+    "each stage; a stage over its cap fails (and is killed as soon as it passes the cap).",
+    'user (e.g. "1000:1000"; default unset): run both stages as that non-root uid:gid.',
+    "output.csv is read as the platform would: a UTF-8 BOM or CRLF line ends fail by name, a trailing blank line "
+    "is accepted.",
+    "Prints each stage's exit code, duration and peak memory, then PASS or FAIL with the first reason; every line "
+    "is at most 300 characters, and each stage's whole log goes beside the --json report (REPORT.<stage>.log) or "
+    "into --work-dir. Exits 1 on FAIL.",
+])
+
+
+@submission_app.command("validate", help=VALIDATE_HELP)
 def validate(
     name: str = typer.Argument(
         ..., help="A submission under submissions/, its submission.toml, or a build context folder (with a Dockerfile)."
@@ -55,27 +73,7 @@ def validate(
         "with the same trained model; repeatable.",
     ),
 ) -> None:
-    """Build the image, run train then inference in containers under the platform's limits, check output.csv.
-
-    Each stage runs with no network, no capabilities, a read-only root and a tmpfs /tmp, under
-    the [limits] of submission.toml: memory, cpus, shm_size, pids_limit, tmp_size, the
-    timeouts, and:
-
-    \b
-    - model_writable_in_inference (default false): /data/model is read-only in the
-      inference stage, as on platforms that freeze the train stage's output; true mounts it
-      read-write, and each --extra-test set then gets its own copy of the trained model.
-    - model_max_size (default 10g), output_max_size (default 1g): what /data/model and
-      /data/output may hold after each stage; a stage over its cap fails (and is killed
-      while writing past it).
-    - user (e.g. "1000:1000"; default unset): run both stages as that non-root uid:gid.
-
-    output.csv is read as the platform would: a BOM or CRLF line ends fail by name, a
-    trailing blank line is accepted. Prints each stage's exit code, duration and peak
-    memory, then PASS or FAIL with the first reason (every line at most 300 characters; the
-    whole log of each stage goes beside the --json report, REPORT.<stage>.log, or into
-    --work-dir); exits 1 on FAIL.
-    """
+    """Build the image, run train then inference in containers under the platform's limits, check output.csv."""
     from helpkit.errors import HelpkitError
     from helpkit.submission.contract import MAX_LINE, clip
     from helpkit.submission.validate import validate as run_validation
