@@ -8,6 +8,7 @@ major axis below 275 / 16 = 17.1875 pixels.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -134,3 +135,100 @@ def test_zero_confidence_never_counts_and_no_lesions_is_an_error() -> None:
     assert result.score == 0.0 and math.isclose(result.curve_fp[-1], 0.0)
     with pytest.raises(HelpkitError, match="no lesions"):
         froc([match("B", dets((0.5, (1, 1))), None)])
+
+
+# --- Files: a lesions folder against PNG masks and ASAP XML, through the CLI ---------------
+
+HAND_DETECTIONS = {
+    "A": [(0.9, centre(20, 20)), (0.6, centre(15, 15)), (0.8, centre(70, 70)), (0.7, centre(20, 81)),
+          (0.5, centre(50, 50))],
+    "B": [(0.85, (100, 100)), (0.3, (200, 200))],
+}
+
+
+def write_lesions_dir(folder, detections=HAND_DETECTIONS) -> None:
+    from helpkit.heatmap.lesions import write_detections
+
+    for slide, points in detections.items():
+        write_detections(folder / f"{slide}.csv", dets(*points) if points else Detections.empty())
+
+
+def rect(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float]]:
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def asap_xml(polygons: list[tuple[str, list[tuple[float, float]]]]) -> str:
+    parts = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "<Annotations>"]
+    for k, (group, points) in enumerate(polygons):
+        parts.append(f'<Annotation Name="Annotation {k}" Type="Polygon" PartOfGroup="{group}" Color="#F4FA58">')
+        parts.append("<Coordinates>")
+        parts += [f'<Coordinate Order="{i}" X="{x}" Y="{y}" />' for i, (x, y) in enumerate(points)]
+        parts.append("</Coordinates></Annotation>")
+    parts += ["</Annotations>", "<AnnotationGroups />", "</ASAP_Annotations>"]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("kind", ["png", "xml"])
+def test_cli_froc_matches_the_hand_case(tmp_path, kind: str) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+
+    lesions, notes = tmp_path / "lesions", tmp_path / "annotations"
+    write_lesions_dir(lesions)
+    notes.mkdir()
+    if kind == "png":  # the level-5 mask stored at downsample 16
+        mask = np.kron(tumour_slide(), np.ones((2, 2), dtype=bool))
+        Image.fromarray(mask.astype(np.uint8) * 255).save(notes / "A.png")
+    else:  # the same regions as level-0 polygons, with an Exclusion hole in L3 (filled back)
+        s = DS
+        (notes / "A.xml").write_text(asap_xml([
+            ("Tumor", rect(10 * s, 10 * s, 30 * s, 30 * s)), ("_0", rect(60 * s, 10 * s, 80 * s, 30 * s)),
+            ("_1", rect(10 * s, 60 * s, 30 * s, 80 * s)), ("Exclusion", rect(15 * s, 65 * s, 20 * s, 70 * s)),
+            ("Tumor", rect(70 * s, 70 * s, 71 * s, 71 * s)),
+        ]))
+    result = CliRunner().invoke(app, ["score", "--froc", str(lesions), "--annotations", str(notes),
+                                      "--mpp", str(MPP), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["froc"] == pytest.approx(11 / 18, abs=1e-9)
+    assert list(out["sensitivity"].values()) == pytest.approx([1 / 3] + [2 / 3] * 5, abs=1e-9)
+    assert (out["n_lesions"], out["n_itc_regions"], out["n_false_positives"]) == (3, 1, 3)
+    assert out["slide_auc"]["auc"] == 1.0  # A's top detection 0.9 > B's 0.85
+    text = CliRunner().invoke(app, ["score", "--froc", str(lesions), "--annotations", str(notes), "--mpp", "0.5"])
+    assert "FROC 0.6111" in text.output and "sensitivity at 0.25 FP/slide: 0.3333" in text.output
+
+
+def test_froc_mpp_comes_from_lesions_json(tmp_path) -> None:
+    from PIL import Image
+
+    from helpkit.scoring.froc import score_lesions
+
+    lesions, notes = tmp_path / "lesions", tmp_path / "annotations"
+    write_lesions_dir(lesions)
+    notes.mkdir()
+    Image.fromarray(np.kron(tumour_slide(), np.ones((2, 2), np.uint8)) * 255).save(notes / "A.png")
+    (lesions / "lesions.json").write_text(json.dumps({"slides": {"A": {"mpp": [0.5, 0.5]}, "B": {"mpp": [0.5, 0.5]}}}))
+    result = score_lesions(lesions, notes)
+    assert result["froc"] == pytest.approx(11 / 18, abs=1e-9) and result["mpp_sources"] == {"lesions.json": 2}
+    # Without it, CAMELYON16's 0.243 um/px: a level-5 pixel is 7.776 um, so the 20-pixel squares
+    # (156 um, about 190 um across once dilated) are all under 275 / 7.776 = 35.4 pixels: ITC.
+    (lesions / "lesions.json").unlink()
+    with pytest.raises(HelpkitError, match="no lesions"):
+        score_lesions(lesions, notes)
+    assert score_lesions(lesions, notes, mpp=0.5)["mpp_sources"] == {"option": 2}
+
+
+def test_froc_bad_inputs_name_the_file(tmp_path) -> None:
+    from helpkit.scoring.froc import score_lesions
+
+    (tmp_path / "lesions").mkdir()
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(HelpkitError, match="no detection files"):
+        score_lesions(tmp_path / "lesions", tmp_path / "notes")
+    write_lesions_dir(tmp_path / "lesions")
+    (tmp_path / "notes" / "A.xml").write_text("<Annotations/>")
+    with pytest.raises(HelpkitError, match="not an ASAP annotation file") as err:
+        score_lesions(tmp_path / "lesions", tmp_path / "notes")
+    assert err.value.path == tmp_path / "notes" / "A.xml"

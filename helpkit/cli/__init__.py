@@ -25,6 +25,7 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     data,
     ensemble,
     heatmap,
+    lesions,
     platform,
     report,
     scoring,
@@ -33,7 +34,7 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     train,
 )
 
-for _module in (synth, data, train, heatmap, ensemble, scoring, submission, platform, report):
+for _module in (synth, data, train, heatmap, lesions, ensemble, scoring, submission, platform, report):
     _module.register(app)
 
 

@@ -33,19 +33,62 @@ def _fmt_auc(result) -> str:  # noqa: ANN001
 
 
 def score(
-    pred: Annotated[Path, typer.Argument(help="Predictions in the platform format: slide_id,probability; no header.")],
-    labels: LabelsOption,
+    pred: Annotated[
+        Path | None, typer.Argument(help="Predictions in the platform format: slide_id,probability; no header.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="labels.csv (header slide_id,label; 1/0).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the ROC curve to this PNG.")] = None,
     as_json: JsonOption = False,
     strict: StrictOption = False,
     threshold: Annotated[
         float, typer.Option("--threshold", help="Fixed threshold for sensitivity/specificity (score >= T is positive).")
     ] = 0.5,
+    froc: Annotated[
+        Path | None, typer.Option("--froc", help="CAMELYON16 lesion-level FROC of LESIONS_DIR (helpkit lesions --out).")
+    ] = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="--froc: folder of <slide_id>.xml/.geojson/.png tumour annotations "
+                                       "(searched recursively); a slide without one is normal.")
+    ] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="--froc: level-0 um/px of every slide (default: lesions.json's, else 0.243).")
+    ] = None,
+    mask_downsample: Annotated[
+        float, typer.Option(help="--froc: downsample of level 0 that PNG masks are stored at.")
+    ] = 16,
+    pn_stage: Annotated[
+        Path | None, typer.Option("--pn-stage", help="CAMELYON17: per-slide predictions CSV (header; slide id first, "
+                                                     "then negative,itc,micro,macro or score or stage) to score.")
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="--pn-stage: the reference stage CSV (patient,stage; .zip and .tif rows).")
+    ] = None,
+    thresholds: Annotated[
+        str | None, typer.Option(help="--pn-stage with a score column: T_ITC,T_MICRO,T_MACRO, increasing.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="--pn-stage: also write the CAMELYON17 submission CSV here.")
+    ] = None,
 ) -> None:
     """Validate a predictions file against the labelled slides and score it: AUC with a 95%
-    DeLong CI, sensitivity/specificity at the Youden threshold and at --threshold, counts."""
+    DeLong CI, sensitivity/specificity at the Youden threshold and at --threshold, counts.
+
+    --froc LESIONS_DIR --annotations DIR: CAMELYON16's lesion-level FROC and the slide AUC of the top detection.
+
+    --pn-stage PRED --reference STAGES: CAMELYON17's patient pN stages and quadratic kappa."""
+    from helpkit.errors import HelpkitError
     from helpkit.scoring import summarise
 
+    if froc is not None and pn_stage is not None:
+        raise HelpkitError("give --froc or --pn-stage, not both")
+    if froc is not None:
+        _score_froc(froc, annotations, mpp, mask_downsample, as_json)
+        return
+    if pn_stage is not None:
+        _score_pn_stage(pn_stage, reference, thresholds, out, as_json)
+        return
+    if pred is None or labels is None:
+        raise HelpkitError("give PRED and --labels (or --froc LESIONS_DIR, or --pn-stage PRED)")
     y, s = _load(pred, labels, strict)
     summary = summarise(y, s, threshold)
     if plot is not None:
@@ -65,6 +108,62 @@ def score(
                    f"(TP {t['tp']}, FP {t['fp']}, TN {t['tn']}, FN {t['fn']})")
     if plot is not None:
         typer.echo(f"ROC curve: {plot}")
+
+
+def _score_froc(lesions: Path, annotations: Path | None, mpp: float | None, mask_downsample: float,
+                as_json: bool) -> None:
+    from helpkit.errors import HelpkitError
+    from helpkit.scoring.froc import score_lesions
+
+    if annotations is None:
+        raise HelpkitError("--froc needs --annotations DIR (the tumour annotations, by slide id)")
+    if mpp is not None and not mpp > 0:
+        raise HelpkitError(f"--mpp must be positive, got {mpp}")
+    result = score_lesions(lesions, annotations, mpp=mpp, mask_downsample=mask_downsample)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{lesions}: {result['n_slides']} slides ({result['n_tumour_slides']} with tumour), "
+               f"{result['n_lesions']} lesions, {result['n_itc_regions']} ITC regions, "
+               f"{result['n_detections']} detections ({result['n_lesions_hit']} lesions hit, "
+               f"{result['n_false_positives']} false positives, {result['ignored_in_itc']} in ITC regions, "
+               f"{result['ignored_repeat_hits']} repeat hits)")
+    for rate, sensitivity in result["sensitivity"].items():
+        typer.echo(f"  sensitivity at {rate:>4} FP/slide: {sensitivity:.4f}")
+    typer.echo(f"FROC {result['froc']:.4f} (mean of the six; CAMELYON16 rules)")
+    auc = result["slide_auc"]
+    if auc is None:
+        typer.echo("slide AUC: n/a (needs tumour and normal slides)")
+    else:
+        typer.echo(f"slide AUC (max detection confidence) {auc['auc']:.4f} "
+                   f"(95% CI {auc['ci_low']:.4f}-{auc['ci_high']:.4f}, DeLong; "
+                   f"{auc['n_positive']} tumour, {auc['n_negative']} normal)")
+    typer.echo("mpp from: " + ", ".join(f"{k} ({v} slides)" for k, v in result["mpp_sources"].items()))
+
+
+def _score_pn_stage(pred: Path, reference: Path | None, thresholds: str | None, out: Path | None,
+                    as_json: bool) -> None:
+    from helpkit.errors import HelpkitError
+    from helpkit.scoring.pn_stage import score_stages
+
+    if reference is None:
+        raise HelpkitError("--pn-stage needs --reference STAGES.csv (CAMELYON17 patient,stage)")
+    cuts = None
+    if thresholds is not None:
+        try:
+            cuts = [float(t) for t in thresholds.split(",")]
+        except ValueError:
+            raise HelpkitError(f"--thresholds must be three numbers like 0.2,0.5,0.8, got {thresholds!r}") from None
+    result = score_stages(pred, reference, cuts, out)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{pred}: {result['patients']} patients, stage agreement {result['stage_agreement']:.3f}"
+               + (f", node agreement {result['node_agreement']:.3f} ({result['nodes_compared']} nodes)"
+                  if result["node_agreement"] is not None else ""))
+    typer.echo(f"quadratic weighted kappa {result['kappa']:.4f} (CAMELYON17)")
+    if out is not None:
+        typer.echo(f"stages written: {out}")
 
 
 def compare(

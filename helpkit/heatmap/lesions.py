@@ -129,11 +129,12 @@ def detect(heatmap: Heatmap, options: LesionOptions = LesionOptions()) -> Detect
 
 
 def write_detections(path: str | Path, detections: Detections) -> None:
-    """Write the CAMELYON16 format atomically: no header, ``confidence,x,y`` per row."""
+    """Write the CAMELYON16 format atomically: no header, ``confidence,x,y`` per row (confidence
+    to 7 significant digits, what a float32 heatmap holds)."""
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         for c, x, y in zip(detections.confidence, detections.x, detections.y, strict=True):
-            writer.writerow([repr(float(c)), int(x), int(y)])
+            writer.writerow([f"{float(c):.7g}", int(x), int(y)])
 
 
 def read_detections(path: str | Path) -> Detections:

@@ -220,3 +220,124 @@ def froc(outcomes: Sequence[SlideOutcome], fp_rates: Sequence[float] = FP_RATES)
         per_slide=[{"slide_id": o.slide_id, "lesions": o.n_lesions, "itc_regions": o.n_itc,
                     "hit": int(len(o.tp)), "false_positives": int(len(o.fp))} for o in outcomes],
     )
+
+
+# --- A lesions folder against a folder of annotations -------------------------------------
+
+REFERENCE_SUFFIXES = (".xml", ".geojson", ".json", ".png")
+"""Annotation files a reference is read from, by slide id: ``<slide_id><suffix>``."""
+
+BIG = 2**31 - 1
+"""Stand-in slide size for parsing polygons when the slide's own size is not known."""
+
+
+def reference_files(annotations: str | Path, slide_ids: Sequence[str]) -> dict[str, Path]:
+    """The annotation file of each slide id under ``annotations`` (searched recursively);
+    a slide id with two annotation files is an error naming both."""
+    root = Path(annotations)
+    if not root.is_dir():
+        raise HelpkitError("annotations folder not found", root)
+    wanted, found = set(slide_ids), {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in REFERENCE_SUFFIXES and path.stem in wanted and not path.name.startswith("."):
+            if path.stem in found:
+                raise HelpkitError(f"slide {path.stem!r} has two annotation files: {found[path.stem]} and {path}", root)
+            found[path.stem] = path
+    return found
+
+
+def _pooled(mask: np.ndarray, source_ds: float, downsample: int) -> np.ndarray:
+    """``mask`` at ``source_ds`` to ``downsample``: a pixel is tumour when any source pixel in
+    its span is (so tiny regions survive, as small polygons do), or the covering pixel when
+    the source is coarser."""
+    factor = downsample / source_ds
+    rows = max(1, int(np.ceil(mask.shape[0] / factor - 1e-9)))
+    cols = max(1, int(np.ceil(mask.shape[1] / factor - 1e-9)))
+    r0 = np.minimum((np.arange(rows) * factor).astype(np.int64), mask.shape[0] - 1)
+    c0 = np.minimum((np.arange(cols) * factor).astype(np.int64), mask.shape[1] - 1)
+    out = np.maximum.reduceat(mask.astype(np.uint8), r0, axis=0)
+    return np.maximum.reduceat(out, c0, axis=1).astype(bool)
+
+
+def tumour_at_level5(path: Path, mask_downsample: float, dimensions: tuple[int, int] | None = None) -> np.ndarray:
+    """The tumour mask of one annotation file at ``EVALUATION_DOWNSAMPLE``, pixel (0, 0) at
+    level-0 (0, 0). Polygons (ASAP XML, GeoJSON) are rasterised by ``helpkit.slide.annotation``
+    (exclusion and normal regions cut out); without the slide's size the canvas reaches past
+    the polygons by more than the rim. A PNG mask at ``mask_downsample`` is pooled to it."""
+    from PIL import Image
+
+    from helpkit.slide.annotation import MaskAnnotation, PolygonAnnotation, read_annotation
+
+    if path.suffix.lower() == ".png":
+        if dimensions is None:
+            try:
+                with Image.open(path) as image:
+                    dimensions = (int(image.width * mask_downsample), int(image.height * mask_downsample))
+            except OSError as err:
+                raise HelpkitError(f"cannot read annotation mask ({err})", path) from err
+        stored = MaskAnnotation(path, dimensions).stored
+        return _pooled(stored.mask, (stored.downsample[0] + stored.downsample[1]) / 2, EVALUATION_DOWNSAMPLE)
+    annotation = read_annotation(path, dimensions or (BIG, BIG))
+    if dimensions is None:
+        polygons = annotation.polygons()
+        margin = 8 * EVALUATION_DOWNSAMPLE
+        if polygons:
+            extent = np.max([p.bounds[2:] for p in polygons], axis=0)
+            dimensions = (int(extent[0]) + margin, int(extent[1]) + margin)
+        else:
+            dimensions = (EVALUATION_DOWNSAMPLE, EVALUATION_DOWNSAMPLE)
+        annotation = PolygonAnnotation(path, dimensions, polygons)
+    return annotation.tumour(downsample=EVALUATION_DOWNSAMPLE)
+
+
+def _slide_mpp(summary: dict, slide_id: str, override: float | None) -> tuple[float, str]:
+    if override is not None:
+        return override, "option"
+    mpp = (summary.get("slides", {}).get(slide_id) or {}).get("mpp")
+    if mpp and all(isinstance(v, int | float) and v > 0 for v in mpp):
+        return float(sum(mpp) / len(mpp)), "lesions.json"
+    return CAMELYON16_MPP, "camelyon16"
+
+
+def score_lesions(lesions_dir: str | Path, annotations: str | Path, mpp: float | None = None,
+                  mask_downsample: float = 16) -> dict:
+    """FROC of every ``<slide_id>.csv`` in ``lesions_dir``, references from ``annotations``.
+
+    A slide with an annotation file is a tumour slide (its reference built as above); one
+    without is normal. The level-0 mpp is ``mpp`` when given, else the one ``helpkit lesions``
+    recorded in ``lesions.json``, else CAMELYON16's 0.243. Also the slide-level AUC of the
+    maximum detection confidence (0 without detections) against tumour / normal, with a
+    DeLong 95% CI, when both kinds of slide are present. Returns a JSON-able dict.
+    """
+    from helpkit.heatmap.lesions import read_detections, read_summary
+    from helpkit.scoring.metrics import auc_ci
+
+    lesions_dir = Path(lesions_dir)
+    if not lesions_dir.is_dir():
+        raise HelpkitError("lesions folder not found", lesions_dir)
+    csvs = sorted(p for p in lesions_dir.glob("*.csv") if not p.name.startswith("."))
+    if not csvs:
+        raise HelpkitError("no detection files (<slide_id>.csv) in this folder", lesions_dir)
+    summary = read_summary(lesions_dir)
+    files = reference_files(annotations, [p.stem for p in csvs])
+    outcomes, labels, scores, sources = [], [], [], {}
+    for csv_path in csvs:
+        slide_id = csv_path.stem
+        detections = read_detections(csv_path)
+        slide_mpp, source = _slide_mpp(summary, slide_id, mpp)
+        sources[source] = sources.get(source, 0) + 1
+        reference = None
+        if slide_id in files:
+            reference = evaluation_mask(tumour_at_level5(files[slide_id], mask_downsample), slide_mpp)
+        outcome = match(slide_id, detections, reference)
+        outcomes.append(outcome)
+        labels.append(int(outcome.tumour))
+        scores.append(float(detections.confidence.max()) if len(detections) else 0.0)
+    result = froc(outcomes).as_dict()
+    y, s = np.asarray(labels), np.asarray(scores)
+    auc = None
+    if 0 < y.sum() < len(y):
+        auc = auc_ci(y, s).as_dict()
+    return {"lesions": str(lesions_dir), "annotations": str(annotations), **result,
+            "slide_auc": auc, "mpp_sources": sources,
+            "unannotated_slides": len(csvs) - len(files)}
