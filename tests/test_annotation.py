@@ -222,3 +222,45 @@ def test_polygon_area_and_bounds() -> None:
     polygon = Polygon(np.array(SQUARE, float), (np.array(HOLE, float),))
     assert polygon.area == 256 * 256 - 128 * 128
     assert polygon.bounds == (64, 64, 320, 320)
+
+
+# --- the patch index: exclusion regions are neither tumour nor normal ---
+
+BIG = (2048, 1536)  # 16 x 12 default patches of 128 level-0 pixels
+BIG_SQUARE = [(128, 128), (896, 128), (896, 896), (128, 896)]  # cells rows/cols 1..6
+BIG_HOLE = [(384, 384), (640, 384), (640, 640), (384, 640)]  # cells rows/cols 3..4
+BIG_RECT = [(1152, 256), (1664, 256), (1664, 768), (1152, 768)]  # rows 2..5, cols 9..12
+
+
+@pytest.fixture(scope="module")
+def tissue_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slide that is tissue everywhere (one pink), 0.25 um/px."""
+    from helpkit.synth.tiff import TILE, write_pyramid
+
+    path = tmp_path_factory.mktemp("slide") / "tumor_001.tif"
+    pink = np.broadcast_to(np.array([200, 120, 170], np.uint8), (TILE, TILE, 3)).copy()
+    write_pyramid(path, *BIG, 0.25, render=lambda ds, x, y: pink, constant=lambda ds, x, y: "pink",
+                  constants={"pink": pink}, workers=1)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["xml", "geojson"])
+def test_index_leaves_exclusion_out(tissue_slide: Path, tmp_path: Path, kind: str) -> None:
+    from helpkit.slide.index import IndexConfig, index_slide
+
+    if kind == "xml":
+        path = _asap(tmp_path / "tumor_001.xml", [("_0", BIG_SQUARE), ("_1", BIG_RECT), ("_2", BIG_HOLE)])
+    else:
+        polygons = [Polygon(np.array(BIG_SQUARE, float), (np.array(BIG_HOLE, float),)),
+                    Polygon(np.array(BIG_RECT, float))]
+        path = write_geojson(tmp_path / "tumor_001.geojson", polygons)
+        data = json.loads(path.read_text())  # one MultiPolygon feature, as QuPath writes merged regions
+        data["features"] = [{**data["features"][0], "geometry": {"type": "MultiPolygon", "coordinates": [
+            f["geometry"]["coordinates"] for f in data["features"]]}}]
+        path.write_text(json.dumps(data))
+    result = index_slide(tissue_slide, path, 1, IndexConfig(balance=False))
+    assert (result.n_tumour, result.n_normal, result.n_ambiguous) == (32 + 16, 192 - 36 - 16, 4)
+    patches = result.patches
+    cells = {(r, c): label for r, c, label in zip(patches["row"], patches["col"], patches["label"])}
+    assert all((r, c) not in cells for r in (3, 4) for c in (3, 4))  # the hole: neither class
+    assert cells[(1, 1)] == 1 and cells[(2, 9)] == 1 and cells[(0, 0)] == 0 and cells[(3, 7)] == 0

@@ -11,13 +11,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
 from helpkit.errors import HelpkitError
 from helpkit.slide.polygons import Polygon, fill_polygons, trace_mask
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from helpkit.slide.grid import GridSpec
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,10 @@ POINT_TYPES = frozenset({"dot", "pointset", "point", "multipoint", "measurement"
 
 ANNOTATION_SUFFIXES = (".png", ".xml", ".geojson", ".json")
 
+RASTER_DOWNSAMPLE = 16.0
+"""Polygons are rasterised at this downsample of level 0 for the patch index (a PNG mask is
+read at its own): 8 x 8 mask pixels or more per default patch, 80 MB for a 100k x 200k slide."""
+
 
 def role_of(group: str) -> str | None:
     """'tumour', 'exclusion', 'normal', or None for a name helpkit does not know."""
@@ -116,7 +125,7 @@ class Annotation(Protocol):
 
     def exclusion(self, downsample: Downsample | None = None, shape: tuple[int, int] | None = None) -> np.ndarray: ...
 
-    def masks(self, downsample: Downsample) -> tuple[AnnotationMask, AnnotationMask | None]: ...
+    def masks(self, downsample: Downsample | None = None) -> tuple[AnnotationMask, AnnotationMask | None]: ...
 
     def polygons(self) -> list[Polygon]: ...
 
@@ -142,9 +151,10 @@ class _Base:
             raise HelpkitError(f"downsample must be positive, got {downsample}", self.path)
         return (max(1, int(np.ceil(height / dsy - 1e-9))), max(1, int(np.ceil(width / dsx - 1e-9)))), (dsx, dsy)
 
-    def masks(self, downsample: Downsample) -> tuple[AnnotationMask, AnnotationMask | None]:
-        """Tumour and exclusion masks at ``downsample`` as ``AnnotationMask`` (exclusion None when empty)."""
-        shape, ds = self._target(downsample, None)
+    def masks(self, downsample: Downsample | None = None) -> tuple[AnnotationMask, AnnotationMask | None]:
+        """Tumour and exclusion masks at ``downsample`` (None: a PNG's own, else
+        ``RASTER_DOWNSAMPLE``) as ``AnnotationMask`` (exclusion None when empty)."""
+        shape, ds = self._target(RASTER_DOWNSAMPLE if downsample is None else downsample, None)
         exclusion = self.exclusion(shape=shape)
         return (AnnotationMask(self.tumour(shape=shape), ds),
                 AnnotationMask(exclusion, ds) if exclusion.any() else None)
@@ -170,7 +180,7 @@ class MaskAnnotation(_Base):
     def exclusion(self, downsample: Downsample | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
         return np.zeros(self._target(downsample, shape)[0], dtype=bool)
 
-    def masks(self, downsample: Downsample) -> tuple[AnnotationMask, AnnotationMask | None]:
+    def masks(self, downsample: Downsample | None = None) -> tuple[AnnotationMask, AnnotationMask | None]:
         """The stored mask as it is (no resampling) when ``downsample`` is None."""
         if downsample is None:
             return self.stored, None
@@ -239,8 +249,8 @@ class PolygonAnnotation(_Base):
     def tumour(self, downsample: Downsample | None = None, shape: tuple[int, int] | None = None) -> np.ndarray:
         return self._layers(*self._target(downsample, shape))[0]
 
-    def masks(self, downsample: Downsample) -> tuple[AnnotationMask, AnnotationMask | None]:
-        shape, ds = self._target(downsample, None)
+    def masks(self, downsample: Downsample | None = None) -> tuple[AnnotationMask, AnnotationMask | None]:
+        shape, ds = self._target(RASTER_DOWNSAMPLE if downsample is None else downsample, None)
         tumour, exclusion = self._layers(shape, ds)
         return AnnotationMask(tumour, ds), (AnnotationMask(exclusion, ds) if exclusion.any() else None)
 
@@ -398,3 +408,19 @@ def annotation_regions(path: str | Path, slide_dimensions: tuple[int, int],
     if isinstance(annotation, PolygonAnnotation):
         return annotation.regions()
     return [p for p in annotation.polygons() if p.role == "tumour"]
+
+
+def exclude_cells(cells: pd.DataFrame, grid: GridSpec, exclusion: AnnotationMask | None) -> pd.DataFrame:
+    """Cells (``patch_table`` rows) touching an exclusion region get ``tumour_frac`` NaN, so
+    ``label_patches`` makes them ambiguous (-1): neither tumour nor normal."""
+    if exclusion is None or cells.empty:
+        return cells
+    from helpkit.slide.grid import cell_fractions
+
+    touched = cell_fractions(exclusion.mask, exclusion.downsample, grid) > 0
+    hit = touched[cells["row"].to_numpy(), cells["col"].to_numpy()]
+    if not hit.any():
+        return cells
+    tumour = cells["tumour_frac"].to_numpy(dtype=np.float32, copy=True)
+    tumour[hit] = np.nan
+    return cells.assign(tumour_frac=tumour)

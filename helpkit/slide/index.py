@@ -12,7 +12,7 @@ from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
 from helpkit.progress import track
-from helpkit.slide.annotation import AnnotationMask, read_annotation_mask
+from helpkit.slide.annotation import AnnotationMask, exclude_cells, read_annotation
 from helpkit.slide.grid import grid_for, patch_table
 from helpkit.slide.reader import SlideReader
 from helpkit.slide.defaults import MIN_TISSUE, TISSUE_DOWNSAMPLE, TUMOUR_THRESHOLD
@@ -67,11 +67,12 @@ def index_slide(
 
     A negative slide (``slide_label`` 0) without a mask has no tumour anywhere; a slide of
     unknown label without a mask keeps its tissue patches with label -1; a positive slide
-    needs its mask.
+    needs its mask. Patches touching an annotation's exclusion regions are ambiguous (-1).
     """
     with SlideReader(path) as reader:
-        if mask_path is not None:
-            tumour = read_annotation_mask(mask_path, reader.dimensions)
+        exclusion = None
+        if mask_path is not None:  # a PNG mask, ASAP XML or GeoJSON (helpkit.slide.annotation)
+            tumour, exclusion = read_annotation(mask_path, reader.dimensions).masks()
         elif slide_label == 0:
             tumour = AnnotationMask(np.zeros((1, 1), dtype=bool), tuple(map(float, reader.dimensions)))
         elif slide_label == 1:
@@ -81,7 +82,7 @@ def index_slide(
         grid = grid_for(reader, config.level, config.patch_size, config.stride)
         cells = patch_table(grid, tissue_mask(reader, config.tissue_downsample), tumour)
         slide_id = reader.slide_id
-    labelled = label_patches(cells, config.tumour_threshold, config.min_tissue)
+    labelled = label_patches(exclude_cells(cells, grid, exclusion), config.tumour_threshold, config.min_tissue)
     counts = labelled["label"].value_counts()
     sampled = sample_patches(
         labelled, slide_id=slide_id, max_per_class=config.max_per_class, balance=config.balance,
