@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from helpkit import defaults
 from helpkit.errors import HelpkitError
+from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
 
 SUBMISSIONS_DIR = Path(__file__).resolve().parent.parent / "submissions"
 """Where ``load_submission(NAME)`` looks for ``NAME/submission.toml``."""
@@ -28,6 +29,12 @@ class _Strict(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _geometry_field(name: str, **constraints: Any) -> Any:
+    """A model field of the patch geometry, its default and help from ``GEOMETRY_FIELDS``."""
+    _, default, help_ = GEOMETRY_FIELDS[name]
+    return Field(default=default, description=help_, **constraints)
 
 
 class ModelSpec(_Strict):
@@ -48,8 +55,10 @@ class ModelSpec(_Strict):
         default=None, gt=0, description="Wall-clock budget in minutes for all folds of this model (patch caching included); "
         "training stops and saves in time."
     )
-    patch_size: int = Field(default=defaults.PATCH_SIZE, ge=8, description="Patch side in pixels at `level`.")
-    level: int = Field(default=defaults.PATCH_LEVEL, ge=0, description="Pyramid level patches are read at.")
+    mpp: float = _geometry_field("mpp", gt=0)
+    patch_size: int = _geometry_field("patch_size", ge=8)
+    stride: int | None = _geometry_field("stride", ge=1)
+    tissue_mpp: float = _geometry_field("tissue_mpp", gt=0)
     batch: int = Field(default=64, ge=1, description="Training batch size.")
     max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide (half per class).")
     weights: str | None = Field(
@@ -57,6 +66,11 @@ class ModelSpec(_Strict):
         description="A run folder (relative to the submission folder) shipped in the image; "
         "when set the train stage skips this model.",
     )
+
+    @property
+    def geometry(self) -> PatchGeometry:
+        """The patch geometry this model trains and infers at."""
+        return PatchGeometry(mpp=self.mpp, patch_size=self.patch_size, stride=self.stride, tissue_mpp=self.tissue_mpp)
 
     @field_validator("weights")
     @classmethod

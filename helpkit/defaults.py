@@ -1,10 +1,6 @@
 """Defaults shared by several stages, in one place so they cannot drift apart."""
 
-PATCH_LEVEL = 1
-"""Pyramid level patches are read at (downsample 2 on synthetic slides)."""
-
-PATCH_SIZE = 64
-"""Patch side in pixels at ``PATCH_LEVEL``."""
+from helpkit.slide.geometry import PATCH_MPP, PATCH_SIZE  # noqa: F401  (the patch geometry's own defaults)
 
 MASK_DOWNSAMPLE = 16
 """Annotation masks are PNGs at 1/16 of level 0, as the reference team read them."""

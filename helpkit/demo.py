@@ -91,27 +91,28 @@ def _print_patch_counts(competition: Path) -> None:
     print(summary[["slide_id", "label", "tissue", "tumour", "normal", "ambiguous"]].to_string(index=False))
 
 
-def _score(run: dict[str, Any], out: Path, model_dir: Path) -> None:
-    """AUC with CI of each submission on each labelled test set; adds ``scores`` to ``run``."""
-    from helpkit.data import discover
-    from helpkit.pipeline import inference_dir
+def _score(run: dict[str, Any], out: Path, model_dir: Path, config: Any) -> None:
+    """AUC with CI of each submission on each labelled test set; adds ``scores`` to ``run``.
+
+    The simple model's max-probability score and the report's heatmaps come from the test
+    sets' heatmaps in ``validation/inference-<phase>``: the host stages left them there, and
+    after a validation in containers (whose scratch is gone) they are made here from the
+    model dir the train stage left.
+    """
+    from helpkit.pipeline import PIPELINE_FILE, inference_features
     from helpkit.scoring import auc_ci, read_labels, read_predictions, write_predictions
 
     run["scores"] = {}
     for phase, info in run["test_sets"].items():
         labels = read_labels(out / info["labels"])
-        slide_ids = sorted(discover(out / info["test_dir"])["slide_id"])
-        work = inference_dir(model_dir, slide_ids)
-        features = work / "features.parquet"
-        if features.is_file():
-            import pandas as pd
-
-            table = pd.read_parquet(features).set_index("slide_id")
-            maxprob = table["simple__max"].fillna(run["fallback_probability"]).clip(0, 1)
-            path = out / "predictions" / f"{phase}-{SIMPLE_MAXPROB}.csv"
-            write_predictions(path, maxprob)
-            info["predictions"][SIMPLE_MAXPROB] = str(path.relative_to(out))
-        info["heatmaps"] = str((work / "heatmaps").relative_to(out))
+        if (model_dir / PIPELINE_FILE).is_file():  # else the train stage failed: nothing to score it by
+            table, work = inference_features(out / info["test_dir"], model_dir, config, _work_dir(out, phase))
+            if "simple__max" in table.columns:
+                maxprob = table["simple__max"].fillna(run["fallback_probability"]).clip(0, 1)
+                path = out / "predictions" / f"{phase}-{SIMPLE_MAXPROB}.csv"
+                write_predictions(path, maxprob)
+                info["predictions"][SIMPLE_MAXPROB] = str(path.relative_to(out))
+            info["heatmaps"] = str((work / "heatmaps").relative_to(out))
         run["scores"][phase] = {}
         for name, rel in info["predictions"].items():
             if (out / rel).is_file():
@@ -154,7 +155,7 @@ def run_demo(out: str | Path, quick: bool = False, docker: bool = True) -> dict[
     else:
         _run_on_host(run, out, phase1, phase2, config, toml_path, clock)
     with clock.step("score", "scoring both test sets against the held-aside labels"):
-        _score(run, out, model_dir)
+        _score(run, out, model_dir, config)
     run["timings_s"] = clock.timings | {"total": time.monotonic() - clock.start}
     run["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     write_json(out / "demo.json", run)
@@ -213,8 +214,13 @@ def _run_on_host(run: dict[str, Any], out: Path, phase1: Path, phase2: Path, con
     for phase, data in (("phase1", phase1), ("phase2", phase2)):
         with clock.step(f"infer_{phase}", f"inference stage on the {phase} test set"):
             pipeline.infer(data / "test", work / "model", out / run["test_sets"][phase]["predictions"][config.name],
-                           config)
+                           config, work_dir=_work_dir(out, phase))
     run["verdict"] = "NOT RUN (--no-docker)"
+
+
+def _work_dir(out: Path, phase: str) -> Path:
+    """The inference scratch of one test set, kept for the report."""
+    return out / "validation" / f"inference-{phase}"
 
 
 def _print_summary(run: dict[str, Any]) -> None:

@@ -5,24 +5,28 @@ by slide folds, make out-of-fold heatmaps of the training slides, turn them into
 features, fit the submission's ensemble on those and write the comparison table of every
 candidate ensemble. Inference (``/data/test`` + ``/data/model`` -> ``output.csv``): heatmaps
 of the test slides from every fold model (averaged), features, the fitted ensemble, and one
-row per test slide, a slide that fails included (``fallback_probability``, logged).
+row per test slide, a slide that fails included (``fallback_probability``, logged). The
+inference stage never writes under the model dir (a platform may mount it read-only): its
+heatmaps and features go to a work dir, by default ``<system temp dir>/helpkit-inference``
+(``default_work_dir``), one folder per test set; a heatmap there is reused only when the
+slide file, the fold models and the patch geometry are the same (``heatmap_key``).
 
 What ``/data/model`` holds after the train stage::
 
     pipeline.json               the config, the runs, timings, failures
-    index_L<level>_P<size>.parquet   patch index per patch geometry
+    index_<geometry key>.parquet   patch index per patch geometry (e.g. index_M0.5_P64_S64_T8)
     runs/<model>/               run folders (helpkit.train)
     heatmaps/<model>/*.npz      out-of-fold heatmaps of the training slides
     features_oof.parquet        their slide features
     ensemble/                   the fitted ensemble (helpkit.ensemble.fit_ensemble)
     ensemble_report/            every candidate's out-of-fold AUC, CSV and ROC PNG
-    inference/<test set>/       per test set: heatmaps, features, inference.json
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ def log(message: str) -> None:
 
 
 def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
-    return model_dir / f"index_L{spec.level}_P{spec.patch_size}.parquet"
+    return model_dir / f"index_{spec.geometry.key()}.parquet"
 
 
 def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Path) -> pd.DataFrame:
@@ -52,8 +56,7 @@ def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Pa
     path = _index_path(model_dir, spec)
     if path.is_file():
         return pd.read_parquet(path)
-    config = IndexConfig(level=spec.level, patch_size=spec.patch_size, max_per_class=spec.max_patches_per_slide // 2,
-                         seed=seed)
+    config = IndexConfig(geometry=spec.geometry, max_per_class=spec.max_patches_per_slide // 2, seed=seed)
     result = index_dataset(slides, config)
     for slide_id, error in result.failures:
         log(f"skipped slide {slide_id} in the patch index: {error}")
@@ -143,22 +146,31 @@ def train(
     return summary
 
 
-def inference_dir(model_dir: Path, slide_ids: list[str]) -> Path:
-    """Where one test set's heatmaps and features go: keyed by its slides, so test sets never mix."""
+def default_work_dir() -> Path:
+    """Where the inference stage keeps its scratch unless told: ``<system temp dir>/helpkit-inference``."""
+    return Path(tempfile.gettempdir()) / "helpkit-inference"
+
+
+def inference_dir(work_dir: Path, slide_ids: list[str]) -> Path:
+    """Where one test set's heatmaps and features go under ``work_dir``: a folder per set of slide
+    ids, so test sets never mix (the heatmaps in it are keyed by content, so a set whose names
+    repeat another's is recomputed, not reused)."""
     digest = hashlib.sha1("\n".join(sorted(slide_ids)).encode()).hexdigest()[:12]
-    return model_dir / "inference" / digest
+    return Path(work_dir) / digest
 
 
-def infer(
-    data_dir: str | Path, model_dir: str | Path, output_csv: str | Path, config: SubmissionConfig
-) -> pd.Series:
-    """Run the inference stage; every test slide gets a row in ``output_csv``."""
+def inference_features(
+    data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, work_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """Heatmaps and slide features of the test slides under ``data_dir``, made in the work dir.
+
+    Returns the features (indexed by slide id, in discovery order) and the test set's folder
+    under ``work_dir`` (default: :func:`default_work_dir`); ``model_dir`` is only read.
+    """
     import json
 
-    from helpkit.ensemble import load_ensemble
     from helpkit.features.table import build_features
     from helpkit.heatmap.run import Options, make_heatmaps, slide_records
-    from helpkit.scoring import write_predictions
 
     model_dir = Path(model_dir)
     meta_path = model_dir / PIPELINE_FILE
@@ -167,15 +179,32 @@ def infer(
     runs = json.loads(meta_path.read_text())["runs"]
     records = slide_records(data_dir, "test")
     slide_ids = [r.slide_id for r in records]
-    work = inference_dir(model_dir, slide_ids)
-    log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}")
+    work = inference_dir(Path(work_dir) if work_dir is not None else default_work_dir(), slide_ids)
+    log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}; scratch in {work}")
     make_heatmaps([model_dir / runs[spec.name] for spec in config.models], records, work / "heatmaps", Options())
     features_path = work / "features.parquet"
     build_features([work / "heatmaps" / spec.name for spec in config.models], features_path)
-    features = pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids)
+    return pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids), work
+
+
+def infer(
+    data_dir: str | Path, model_dir: str | Path, output_csv: str | Path, config: SubmissionConfig,
+    work_dir: str | Path | None = None,
+) -> pd.Series:
+    """Run the inference stage; every test slide gets a row in ``output_csv``.
+
+    Reads ``model_dir`` only; heatmaps, features and ``inference.json`` go under ``work_dir``
+    (default: :func:`default_work_dir`).
+    """
+    from helpkit.ensemble import load_ensemble
+    from helpkit.scoring import write_predictions
+
+    features, work = inference_features(data_dir, model_dir, config, work_dir)
+    slide_ids = list(features.index)
     failed_cols = [f"{spec.name}__failed" for spec in config.models]
     all_failed = features[failed_cols].fillna(1).astype(bool).all(axis=1)
-    proba = pd.Series(load_ensemble(model_dir / "ensemble").predict_proba(features.reset_index()), index=slide_ids)
+    proba = pd.Series(load_ensemble(Path(model_dir) / "ensemble").predict_proba(features.reset_index()),
+                      index=slide_ids)
     proba[all_failed] = config.fallback_probability
     failures = {}
     for slide_id in all_failed[all_failed].index:

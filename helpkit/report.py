@@ -174,7 +174,7 @@ def _test_set_section(run: dict[str, Any], run_dir: Path, phase: str, info: dict
     if curves and labels.nunique() == 2:
         parts.append(_roc_figure(curves, f"ROC on the {phase} test set"))
     stacked = info["predictions"].get(run["submission"]["name"])
-    if stacked and (run_dir / stacked).is_file():
+    if stacked and (run_dir / stacked).is_file() and "heatmaps" in info:
         preds = read_predictions(run_dir / stacked).scores
         chosen = _heatmap_slides(labels, preds, run_dir / info["test_dir"], run_dir / info["truth_masks"])
         if chosen:

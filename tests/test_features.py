@@ -11,6 +11,9 @@ import pytest
 from helpkit.errors import HelpkitError
 from helpkit.features import FEATURE_NAMES, build_features, slide_features
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
+from helpkit.slide.geometry import PatchGeometry
+
+GEOMETRY = PatchGeometry(mpp=1.0, patch_size=50)
 
 
 def make(prob, tissue=None, missing=None, *, slide_id="S1", model="m", mpp=None, folds=(0,), label=1.0,
@@ -20,7 +23,7 @@ def make(prob, tissue=None, missing=None, *, slide_id="S1", model="m", mpp=None,
     missing = np.zeros(prob.shape, bool) if missing is None else np.asarray(missing, bool)
     prob = np.where(tissue & ~missing, prob, np.nan).astype(np.float32)
     return Heatmap(prob=prob, tissue=tissue, missing=missing, origin=(0, 0), stride0=100, patch_size0=100,
-                   level=1, patch_size=50, slide_id=slide_id, model=model, split=split, label=label,
+                   geometry=GEOMETRY, slide_id=slide_id, model=model, split=split, label=label,
                    folds=list(folds), mpp=mpp)
 
 
@@ -81,7 +84,7 @@ def test_missing_cells_are_left_out():
 
 def test_failed_heatmap_gives_nan():
     failed = Heatmap.failure(error="cannot open", slide_id="S", model="m", split="test", label=np.nan,
-                             level=1, patch_size=64, folds=[0, 1])
+                             geometry=GEOMETRY, folds=[0, 1])
     assert all(math.isnan(v) for v in slide_features(failed).values())
 
 
@@ -91,7 +94,7 @@ def test_table_columns_rows_and_flags(tmp_path):
     write_heatmap(heatmap_path(root, "a", "S2"), make(np.zeros((2, 2)), slide_id="S2", model="a", folds=(0, 1),
                                                      label=np.nan, split="test"))
     write_heatmap(heatmap_path(root, "b", "S1"), Heatmap.failure(
-        error="broken", slide_id="S1", model="b", split="train", label=1.0, level=1, patch_size=64, folds=[1]))
+        error="broken", slide_id="S1", model="b", split="train", label=1.0, geometry=GEOMETRY, folds=[1]))
     out = tmp_path / "features.parquet"
     assert build_features([root], out)
     table = pd.read_parquet(out)
@@ -126,12 +129,13 @@ def test_same_model_twice_is_an_error(tmp_path):
 
 def test_store_round_trip_and_schema_check(tmp_path):
     hm = make(np.array([[0.1, 0.9]]), mpp=(0.25, 0.26))
-    hm.errors = ["cell (0, 0): boom"]
+    hm.errors, hm.key = ["cell (0, 0): boom"], "abc123"
     path = tmp_path / "m" / "S1.npz"
     write_heatmap(path, hm)
     back = read_heatmap(path)
     np.testing.assert_array_equal(back.prob, hm.prob)
     assert (back.slide_id, back.model, back.folds, back.errors, back.mpp) == ("S1", "m", [0], hm.errors, (0.25, 0.26))
+    assert (back.geometry, back.patch_size, back.key) == (GEOMETRY, 50, "abc123")
     with np.load(path) as npz:
         data = dict(npz)
     data["schema_version"] = np.int64(99)

@@ -15,16 +15,19 @@ from helpkit.heatmap.engine import run_heatmap
 from helpkit.heatmap.run import Options, SlideRecord, make_heatmaps, out_of_fold, tissue_grid
 from helpkit.heatmap.store import heatmap_path, read_heatmap
 from helpkit.slide import SlideReader, grid_for, tissue_mask
+from helpkit.slide.geometry import PatchGeometry
 from helpkit.train import load_run, write_run
 
 RED = (220, 20, 30)
 PINK = (215, 140, 200)
 TUMOUR = (256, 128, 512, 320)  # level-0 x0, y0, x1, y1 of the red block
 TISSUE = (64, 64, 896, 640)
+GEOMETRY = PatchGeometry(mpp=1.0, patch_size=32)
+"""Level 1 of the test slides, whose level 0 is 0.5 um/px."""
 
 
-def write_slide(path: Path, width: int = 1024, height: int = 768, tumour=TUMOUR) -> Path:
-    """A lossless 5-level pyramid: white glass, a pink tissue block, a red tumour block."""
+def write_slide(path: Path, width: int = 1024, height: int = 768, tumour=TUMOUR, levels: int = 5) -> Path:
+    """A lossless pyramid (5 levels unless told): white glass, a pink tissue block, a red tumour block."""
     rgb = np.full((height, width, 3), 255, np.uint8)
     x0, y0, x1, y1 = TISSUE
     rgb[y0:y1, x0:x1] = PINK
@@ -32,7 +35,7 @@ def write_slide(path: Path, width: int = 1024, height: int = 768, tumour=TUMOUR)
         x0, y0, x1, y1 = tumour
         rgb[y0:y1, x0:x1] = RED
     with tifffile.TiffWriter(path) as tif:
-        for level in range(5):
+        for level in range(levels):
             step = 2**level
             tif.write(rgb[::step, ::step], tile=(64, 64), photometric="rgb", subfiletype=0 if level == 0 else 1,
                       resolution=(1e4 / (0.5 * step),) * 2, resolutionunit="CENTIMETER")
@@ -65,7 +68,7 @@ def slide(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("stride", [32, 16, 48])
 def test_high_cells_fall_on_the_tumour_and_map_to_level0(slide: Path, stride: int) -> None:
     with SlideReader(slide) as reader:
-        grid = grid_for(reader, level=1, patch_size=32, stride=stride)
+        grid = grid_for(reader, PatchGeometry(mpp=1.0, patch_size=32, stride=stride))
         tissue = np.ones(grid.shape, bool)
         result = run_heatmap(reader, red_fraction, grid, tissue, batch_size=16, workers=3)
     expected = expected_fraction(grid)
@@ -81,7 +84,7 @@ def test_high_cells_fall_on_the_tumour_and_map_to_level0(slide: Path, stride: in
 
 def test_full_coverage_of_tissue_cells_only(slide: Path) -> None:
     with SlideReader(slide) as reader:
-        grid = grid_for(reader, level=1, patch_size=32)
+        grid = grid_for(reader, GEOMETRY)
         tissue = tissue_grid(grid, tissue_mask(reader))
         seen = []
 
@@ -103,20 +106,23 @@ class FlakyReader:
     def __init__(self, reader: SlideReader, bad: tuple[int, int, int, int]) -> None:
         self.reader, self.bad = reader, bad
 
-    def read_region(self, location, level, size):
+    def level_for_mpp(self, mpp):
+        return self.reader.level_for_mpp(mpp)
+
+    def read_region_mpp(self, location, mpp, size):
         x, y = location
-        ds = self.reader.level_downsamples[level]
+        ds = mpp / self.reader.base_mpp
         x1, y1 = x + size[0] * ds, y + size[1] * ds
         bx0, by0, bx1, by1 = self.bad
         if x < bx1 and x1 > bx0 and y < by1 and y1 > by0:
             raise HelpkitError(f"cannot read region x={x} y={y}", self.reader.path)
-        return self.reader.read_region(location, level, size)
+        return self.reader.read_region_mpp(location, mpp, size)
 
 
 def test_unreadable_region_marks_only_its_cells_missing(slide: Path) -> None:
     bad = (300, 150, 420, 200)
     with SlideReader(slide) as reader:
-        grid = grid_for(reader, level=1, patch_size=32)
+        grid = grid_for(reader, GEOMETRY)
         tissue = np.ones(grid.shape, bool)
         result = run_heatmap(FlakyReader(reader, bad), red_fraction, grid, tissue, batch_size=32, workers=2)
     rows, cols = grid.shape
@@ -157,7 +163,7 @@ def dataset(tmp_path: Path):
     slides.append(SlideRecord(TEST_SLIDE, write_slide(tmp_path / f"{TEST_SLIDE}.tiff"), "test", float("nan")))
     run_dir = tmp_path / "run_a"
     splits = [([s for s in SLIDES if s not in val], val) for val in (SLIDES[:2], SLIDES[2:])]
-    write_run(run_dir, name="a", architecture="simple", level=1, patch_size=32, width=1.0, splits=splits, config={})
+    write_run(run_dir, name="a", architecture="simple", geometry=GEOMETRY, width=1.0, splits=splits, config={})
     for k in range(2):
         (run_dir / f"fold_{k}").mkdir()
         (run_dir / f"fold_{k}" / "model.keras").write_bytes(b"stand-in")
@@ -184,7 +190,7 @@ def test_out_of_fold_by_construction(tmp_path: Path, dataset) -> None:
 
 def test_slide_every_fold_trained_on_gets_an_error_not_a_leak(tmp_path: Path, dataset) -> None:
     slides, run_dir = dataset
-    write_run(run_dir, name="a", architecture="simple", level=1, patch_size=32, width=1.0,
+    write_run(run_dir, name="a", architecture="simple", geometry=GEOMETRY, width=1.0,
               splits=[(SLIDES, [])], config={})
     assert out_of_fold(load_run(run_dir), SLIDES[0]) == []
     counts = make_heatmaps([run_dir], slides[:1], tmp_path / "hm", Options(), constant_predictor([]))
@@ -252,7 +258,7 @@ def test_cli_heatmap_and_features_out_of_fold(tiny_competition: Path, tmp_path: 
     train = sorted(slides.loc[slides.split == "train", "slide_id"])
     halves = [train[::2], train[1::2]]
     run_dir = tmp_path / "const"
-    write_run(run_dir, name="const", architecture="test", level=1, patch_size=32, width=1.0,
+    write_run(run_dir, name="const", architecture="test", geometry=PatchGeometry(mpp=0.5, patch_size=32), width=1.0,
               splits=[([s for s in train if s not in val], val) for val in halves], config={})
     for k in range(2):
         (run_dir / f"fold_{k}").mkdir()

@@ -9,7 +9,7 @@ import pytest
 from test_reader import write_pyramid  # tests/ is on sys.path (pytest's default import mode)
 
 from helpkit.slide.reader import SlideReader
-from helpkit.slide.tissue import saturation, tissue_from_rgb, tissue_level
+from helpkit.slide.tissue import saturation, tissue_from_rgb, tissue_level, tissue_mask
 
 PINK, PURPLE, WHITE = (232, 160, 205), (140, 70, 160), (245, 244, 246)
 
@@ -67,6 +67,16 @@ def test_saturation() -> None:
 def test_tissue_level_counts_rounded_downsamples_as_exact(tmp_path: Path) -> None:
     # 1030 px halves to 515, 257, 128, 64: the last level's downsample is 16.09, not 16.
     path = write_pyramid(tmp_path / "odd.tiff", np.full((1030, 1030, 3), 200, np.uint8), levels=5, tile=64)
-    with SlideReader(path) as reader:
+    with SlideReader(path) as reader:  # level 0 is 0.5 um/px: 8 um/px is downsample 16
         assert reader.level_downsamples[4] == pytest.approx(1030 / 64)
-        assert tissue_level(reader, 16.0) == 4 and tissue_level(reader, 15.0) == 3
+        assert tissue_level(reader, 8.0) == 4 and tissue_level(reader, 7.5) == 3
+
+
+def test_single_level_slide_gets_a_mask_at_the_asked_resolution(tmp_path: Path) -> None:
+    rgb = np.full((1024, 1024, 3), 245, np.uint8)
+    rgb[256:768, 256:768] = PINK
+    path = write_pyramid(tmp_path / "flat.tiff", rgb, levels=1, tile=64)
+    with SlideReader(path) as reader:
+        mask = tissue_mask(reader, 8.0)  # 16 level-0 pixels of 0.5 um per mask pixel
+    assert mask.downsample == 16 and mask.mask.shape == (64, 64)
+    assert mask.mask[20:44, 20:44].all() and not mask.mask[:12].any()

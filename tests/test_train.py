@@ -16,6 +16,7 @@ import tensorflow as tf
 from skimage.color import hed2rgb, rgb2hed
 
 from helpkit.errors import HelpkitError
+from helpkit.slide.geometry import PatchGeometry
 from helpkit.train import load_run
 from helpkit.train.augment import AugmentConfig, augment, hed_jitter, symmetry_maps
 from helpkit.train.dataset import SlidePatches, patch_dataset
@@ -211,9 +212,13 @@ def test_train_run_writes_run_folder(tmp_path: Path, tiny_index: pd.DataFrame) -
     run = train_run(tiny_index, out, TrainConfig(model="simple", width=0.25, folds=1, epochs=1, batch_size=32),
                     name="tiny")
     assert run == load_run(out)
-    assert run.name == "tiny" and run.level == 1 and run.patch_size == 64 and len(run.folds) == 1
+    other = tiny_index.assign(mpp=1.0)  # the same folds on other patches: not into the same folder
+    with pytest.raises(HelpkitError, match="trained on other patches"):
+        train_run(other, out, TrainConfig(model="simple", width=0.25, folds=1, epochs=1, batch_size=32), name="tiny")
+    assert run.name == "tiny" and run.geometry == PatchGeometry() and run.patch_size == 64 and len(run.folds) == 1
     for fold in run.folds:
         meta = json.loads((fold.model_path.parent / "model.json").read_text())
+        assert meta["geometry"] == {"mpp": 0.5, "patch_size": 64, "stride": 64, "tissue_mpp": 8.0}
         assert meta["train_slides"] == fold.train_slides and meta["val_slides"] == fold.val_slides
         assert not set(fold.train_slides) & set(fold.val_slides)
         assert meta["architecture"] == "simple" and meta["fold"] == fold.index

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
-from helpkit.slide.defaults import MIN_TISSUE, TISSUE_DOWNSAMPLE, TUMOUR_THRESHOLD
+from helpkit.cli.options import geometry_options
+from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
+from helpkit.slide.geometry import PatchGeometry
 
 
 class Split(str, Enum):
@@ -20,16 +21,13 @@ class Split(str, Enum):
     all = "all"
 
 
+@geometry_options
 def index(
     data: Annotated[Path, typer.Argument(
         help="Competition root (train/ and/or test/), a train folder (image/, mask/) or a test folder of slides.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Patch index to write: .parquet, or .csv by suffix.")],
     split: Annotated[Split, typer.Option(
         help="Slides to index. Test slides have no masks: their tissue patches get label -1.")] = Split.train,
-    level: Annotated[int, typer.Option(help="Pyramid level patches are read at.")] = PATCH_LEVEL,
-    patch_size: Annotated[int, typer.Option(help="Patch side in pixels at --level.")] = PATCH_SIZE,
-    stride: Annotated[int | None, typer.Option(
-        help="Grid step in pixels at --level (default: --patch-size, no overlap).")] = None,
     tumour_threshold: Annotated[float, typer.Option(
         help="A patch is tumour (1) when at least this share of it is annotated; 0 means none is; "
         "in between is ambiguous and dropped.")] = TUMOUR_THRESHOLD,
@@ -43,12 +41,11 @@ def index(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Training-label problems (a mask that contradicts its class folder, a class folder "
         "not in lower case) are errors, not warnings.")] = False,
-    tissue_downsample: Annotated[float, typer.Option(
-        help="Compute the tissue mask at the level nearest (not above) this downsample of level 0.")] = TISSUE_DOWNSAMPLE,
+    geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Index slides: tissue, patch grid, labels from the tumour masks, per-slide sampling.
 
-    Writes one table (slide_id, path, slide_label, level, patch_size, row, col, x, y, tissue_frac, tumour_frac, label; x, y level-0) and prints per-slide counts.
+    Writes one table (slide_id, path, slide_label, mpp, patch_size, stride, tissue_mpp, row, col, x, y, tissue_frac, tumour_frac, label; x, y level-0) and prints per-slide counts.
 
     A slide that cannot be opened or read is skipped and listed at the end; the exit code is 1 only when no slide could be indexed.
     """
@@ -56,9 +53,8 @@ def index(
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
 
     slides = check_labels(discover(data, None if split is Split.all else split.value), strict)
-    config = IndexConfig(level=level, patch_size=patch_size, stride=stride, tumour_threshold=tumour_threshold,
-                         min_tissue=min_tissue, max_per_class=max_per_class, balance=balance, seed=seed,
-                         tissue_downsample=tissue_downsample)
+    config = IndexConfig(geometry=geometry, tumour_threshold=tumour_threshold, min_tissue=min_tissue,
+                         max_per_class=max_per_class, balance=balance, seed=seed)
     result = index_dataset(slides, config)
     if not result.summary.empty:
         typer.echo(result.summary.to_string(index=False))

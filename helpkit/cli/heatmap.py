@@ -16,7 +16,7 @@ def heatmap(
     data: Annotated[Path, typer.Option(help="Dataset root in the HeLP layout (train/, test/).")],
     out: Annotated[Path, typer.Option(help="HEATMAP_DIR: writes <out>/<model>/<slide_id>.npz.")],
     stride: Annotated[
-        int | None, typer.Option(help="Grid stride in pixels at the model's level (default: patch size).")
+        int | None, typer.Option(help="Grid stride in pixels at the model's mpp (default: the run's stride).")
     ] = None,
     batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier.")] = 256,
     workers: Annotated[

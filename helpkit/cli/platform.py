@@ -40,13 +40,18 @@ def infer_cmd(
     model_dir: Path = typer.Option(Path(PLATFORM.model), help="What the train stage wrote."),
     output: Path = typer.Option(Path(PLATFORM.output_csv), help="The predictions file (no header, slide_id,probability)."),
     config: Path = typer.Option(Path(PLATFORM.config), help=CONFIG_HELP),
+    work_dir: Path | None = typer.Option(
+        None, envvar="HELPKIT_WORK_DIR", show_default=False,
+        help="Scratch for heatmaps and features (default: helpkit-inference in the system temp dir, "
+        "/tmp/helpkit-inference in the container). Nothing is written under MODEL_DIR."),
 ) -> None:
     """Inference stage: one probability per test slide into OUTPUT, a failed slide included
-    (it gets the submission's fallback probability and a log line saying why)."""
+    (it gets the submission's fallback probability and a log line saying why). MODEL_DIR is
+    only read, so it may be mounted read-only."""
     from helpkit import pipeline
     from helpkit.config import load_submission
 
-    pipeline.infer(data, model_dir, output, load_submission(config))
+    pipeline.infer(data, model_dir, output, load_submission(config), work_dir=work_dir)
 
 
 def register(app: typer.Typer) -> None:

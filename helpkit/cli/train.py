@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
+from helpkit.cli.options import geometry_options
 from helpkit.errors import HelpkitError
+from helpkit.slide.geometry import PatchGeometry
 
 
 EXIT_RESERVE_S = 10.0
@@ -26,19 +27,19 @@ def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
         raise HelpkitError(f"cannot read patch index ({err})", path) from err
 
 
-def _index_from_data(data: Path, level: int, patch_size: int, max_per_class: int | None, seed: int,
+def _index_from_data(data: Path, geometry: PatchGeometry, max_per_class: int | None, seed: int,
                      strict: bool = False):
     from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset
 
     slides = check_labels(discover(data, "train"), strict)
-    result = index_dataset(slides, IndexConfig(level=level, patch_size=patch_size, max_per_class=max_per_class,
-                                               seed=seed))
+    result = index_dataset(slides, IndexConfig(geometry=geometry, max_per_class=max_per_class, seed=seed))
     for slide_id, error in result.failures:
         typer.echo(f"helpkit: failed: {slide_id}: {error}", err=True)
     return result.patches
 
 
+@geometry_options
 def train(
     model: Annotated[str, typer.Option(help="Architecture: simple, unet or inception.")] = "simple",
     out: Annotated[Path, typer.Option(
@@ -61,16 +62,18 @@ def train(
         "--no-cache reads slides with threaded readers every epoch.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of folds, weights, shuffling and augmentation.")] = 0,
     name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
-    level: Annotated[int, typer.Option(help="With --data: pyramid level of the patches.")] = PATCH_LEVEL,
-    patch_size: Annotated[int, typer.Option(help="With --data: patch side in pixels at --level.")] = PATCH_SIZE,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
         "a class folder not in lower case) are errors, not warnings.")] = False,
+    geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
-    a checkpoint each epoch, resume after a kill, and an optional time budget."""
+    a checkpoint each epoch, resume after a kill, and an optional time budget.
+
+    The geometry options (--mpp, --patch-size, --stride, --tissue-mpp) apply with --data; with
+    --index the index's own geometry is used."""
     import time
 
     start = time.monotonic()
@@ -82,8 +85,8 @@ def train(
     if index is not None:
         patches = _read_index(index)
     else:
-        build(model, patch_size, width)  # a bad model, size or width fails before the slow indexing
-        patches = _index_from_data(data, level, patch_size, max_per_class, seed, strict)
+        build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
+        patches = _index_from_data(data, geometry, max_per_class, seed, strict)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
                          learning_rate=learning_rate, seed=seed, cache=cache)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S

@@ -5,8 +5,11 @@ reader per slide serves them all) into fixed-size uint8 batches; up to ``workers
 batches are in flight while the model predicts the current one, so memory is bounded by that
 many batches whatever the slide size. Cells of a batch that lie side by side in a grid row
 are read as one region and cut into patches: one OpenSlide call per run of cells instead of
-one per patch. A region that fails is read again cell by cell, so a read error costs only
-the cells it touches: they are marked missing, their errors recorded, the slide goes on.
+one per patch. That holds when a pyramid level matches the patches' microns per pixel;
+otherwise every cell is read (and resized) on its own by ``read_region_mpp``, the very call
+training reads patches with, so a cell gets the same pixels in both. A region that fails is
+read again cell by cell, so a read error costs only the cells it touches: they are marked
+missing, their errors recorded, the slide goes on.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ def default_workers() -> int:
 class PatchReader(Protocol):
     """What the engine needs of a slide reader (helpkit.slide.SlideReader has it)."""
 
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray: ...
+    def read_region_mpp(self, location: tuple[int, int], mpp: float, size: tuple[int, int]) -> np.ndarray: ...
+
+    def level_for_mpp(self, mpp: float) -> tuple[int, float]: ...
 
 
 class Grid(Protocol):
     """What the engine needs of a grid (helpkit.slide.GridSpec has it)."""
 
-    level: int
+    mpp: float
     patch_size: int
     stride: int
     shape: tuple[int, int]
@@ -89,7 +94,8 @@ def _runs(cells: np.ndarray) -> list[tuple[int, int]]:
 
 def _read_batch(reader: PatchReader, grid: Grid, cells: np.ndarray, batch_size: int) -> _Batch:
     """Read ``cells`` into a fresh (batch_size, p, p, 3) array; padding rows stay zero."""
-    p, stride, level = grid.patch_size, grid.stride, grid.level
+    p, stride, mpp = grid.patch_size, grid.stride, grid.mpp
+    strips = reader.level_for_mpp(mpp)[1] == 1.0  # a level matches: runs of cells read as one region
     patches = np.zeros((batch_size, p, p, 3), dtype=np.uint8)
     ok = np.zeros(batch_size, dtype=bool)
     errors: list[str] = []
@@ -98,7 +104,7 @@ def _read_batch(reader: PatchReader, grid: Grid, cells: np.ndarray, batch_size: 
         row, col = int(cells[i, 0]), int(cells[i, 1])
         xy = grid.cell_xy(row, col)
         try:
-            patch = reader.read_region(xy, level, (p, p))
+            patch = reader.read_region_mpp(xy, mpp, (p, p))
         except Exception as err:  # noqa: BLE001  (any reader failure marks the cell missing)
             errors.append(f"cell ({row}, {col}) at level-0 {tuple(xy)}: {type(err).__name__}: {err}")
             return
@@ -107,12 +113,13 @@ def _read_batch(reader: PatchReader, grid: Grid, cells: np.ndarray, batch_size: 
 
     for start, stop in _runs(cells):
         n = stop - start
-        if n == 1:
-            read_one(start)
+        if n == 1 or not strips:
+            for i in range(start, stop):
+                read_one(i)
             continue
         x, y = grid.cell_xy(int(cells[start, 0]), int(cells[start, 1]))
         try:
-            region = reader.read_region((x, y), level, ((n - 1) * stride + p, p))
+            region = reader.read_region_mpp((x, y), mpp, ((n - 1) * stride + p, p))
         except Exception:  # noqa: BLE001  (retry cell by cell to isolate the bad ones)
             for i in range(start, stop):
                 read_one(i)

@@ -5,13 +5,20 @@ a training slide that is the one fold that held it out (``folds=[k]``), for a te
 every fold, their probabilities averaged cell by cell (``folds=all``). A slide that every
 fold trained on gets an error heatmap rather than a leaked one. Each slide is opened once
 for all runs; its patches are read once per run and go through every fold model used.
+
+A heatmap on disk is reused only when its ``key`` matches: the slide file's identity (size,
+modification time and a hash of its first and last 64 KiB), the fold model files' identity,
+the model name, folds and patch geometry. A test set whose file names repeat an earlier
+one's, or a retrained model, is computed afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
 from helpkit.progress import progress_bar
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
+from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.grid import cell_fractions
 from helpkit.train import Run, load_run
 
@@ -31,6 +39,41 @@ MIN_TISSUE_FRACTION = 0.1
 the training index's bar, so tumour at the edge of tissue is still looked at."""
 
 PredictorFactory = Callable[[Run, list[int]], PredictFn]
+
+IDENTITY_BYTES = 64 * 1024
+"""Bytes hashed at each end of a file for its identity (headers and the last tiles/index)."""
+
+
+def file_identity(path: str | Path) -> str:
+    """Size, modification time (ns) and a BLAKE2 digest of the first and last 64 KiB of a file;
+    for a folder (a multi-file slide) the same of every file in it, by relative path. A missing
+    path has the identity 'missing'."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [f"{p.relative_to(path)}={file_identity(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+    try:
+        stat = path.stat()
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            digest.update(f.read(IDENTITY_BYTES))
+            if stat.st_size > IDENTITY_BYTES:
+                f.seek(max(IDENTITY_BYTES, stat.st_size - IDENTITY_BYTES))
+                digest.update(f.read(IDENTITY_BYTES))
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
+
+
+def heatmap_key(slide_path: str | Path, run: Run, folds: list[int], geometry: PatchGeometry) -> str:
+    """What a heatmap is made from, as one digest: slide file, model name, fold model files, geometry."""
+    parts = {
+        "slide": file_identity(slide_path),
+        "model": run.name,
+        "folds": {str(k): file_identity(run.fold(k).model_path) for k in sorted(folds)},
+        "geometry": geometry.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def out_of_fold(run: Run, slide_id: str) -> list[int]:
@@ -98,7 +141,7 @@ def slide_records(data_dir: str | Path, split: str | None = None) -> list[SlideR
 
 @dataclass(frozen=True)
 class Options:
-    """How heatmaps are made: ``stride`` in pixels at the run's level (None: the patch size)."""
+    """How heatmaps are made: ``stride`` in pixels at the run's mpp (None: the run's own stride)."""
 
     stride: int | None = None
     batch_size: int = BATCH_SIZE
@@ -107,8 +150,13 @@ class Options:
     force: bool = False
 
 
-def _is_current(path: Path, run: Run, folds: list[int], options: Options) -> bool:
-    """True when ``path`` holds a good heatmap of ``run`` with this geometry, newer than its models.
+def heatmap_geometry(run: Run, options: Options) -> PatchGeometry:
+    """The run's patch geometry, with ``options.stride`` when given."""
+    return replace(run.geometry, stride=options.stride) if options.stride else run.geometry
+
+
+def _is_current(path: Path, key: str, options: Options) -> bool:
+    """True when ``path`` holds a good heatmap made from the same inputs (``key``).
 
     Error heatmaps are never current: a slide that failed is tried again.
     """
@@ -118,14 +166,7 @@ def _is_current(path: Path, run: Run, folds: list[int], options: Options) -> boo
         old = read_heatmap(path)
     except HelpkitError:
         return False
-    if old.error or old.model != run.name or old.level != run.level or old.patch_size != run.patch_size:
-        return False
-    old_stride = round(old.stride0 * old.patch_size / old.patch_size0) if old.patch_size0 else None
-    if old_stride != (options.stride or run.patch_size) or sorted(old.folds) != sorted(folds):
-        return False
-    mtime = path.stat().st_mtime_ns
-    models = [run.fold(k).model_path for k in folds]
-    return all(m.is_file() and m.stat().st_mtime_ns <= mtime for m in models)
+    return not old.error and old.key == key
 
 
 def make_heatmaps(
@@ -137,8 +178,8 @@ def make_heatmaps(
 ) -> dict[str, int]:
     """Write ``out_dir/<model>/<slide_id>.npz`` for every run and slide; return counts.
 
-    Heatmaps already current (same model, geometry and folds, newer than the models) are
-    skipped unless ``options.force``. A slide that cannot be opened, or that every fold
+    Heatmaps already current (same slide file, model files, folds and geometry: the same
+    ``heatmap_key``) are skipped unless ``options.force``. A slide that cannot be opened, or that every fold
     trained on, gets an error heatmap; the run goes on. Counts: ``written``, ``skipped``,
     ``failed``. ``predictor`` turns (run, folds) into a predict function (default: Keras).
     """
@@ -150,11 +191,13 @@ def make_heatmaps(
     with maker.bar:
         slide_task = maker.bar.add_task("slides", total=len(slides))
         for slide in slides:
-            plan = [(run, out_of_fold(run, slide.slide_id)) for run in runs]
+            plan = []
+            for run in runs:
+                folds = out_of_fold(run, slide.slide_id)
+                plan.append((run, folds, heatmap_key(slide.path, run, folds, heatmap_geometry(run, options))))
             todo = [
-                (run, folds) for run, folds in plan
-                if options.force
-                or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), run, folds, options)
+                (run, folds, key) for run, folds, key in plan
+                if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options)
             ]
             maker.counts["skipped"] += len(plan) - len(todo)
             if todo:
@@ -181,38 +224,40 @@ class _SlideHeatmaps:
         if thumb is not None:
             write_overlay(out.with_suffix(".png"), heatmap, *thumb)
 
-    def slide(self, slide: SlideRecord, todo: list[tuple[Run, list[int]]]) -> None:
-        def failure(run: Run, folds: list[int], error: str) -> Heatmap:
+    def slide(self, slide: SlideRecord, todo: list[tuple[Run, list[int], str]]) -> None:
+        def failure(run: Run, folds: list[int], key: str, error: str) -> Heatmap:
             return Heatmap.failure(
                 error=error, slide_id=slide.slide_id, model=run.name, split=slide.split,
-                label=slide.label, level=run.level, patch_size=run.patch_size, folds=folds,
+                label=slide.label, geometry=heatmap_geometry(run, self.options), folds=folds, key=key,
             )
 
         try:
             reader = SlideReader(slide.path)
         except HelpkitError as err:
-            for run, folds in todo:
-                self._write(failure(run, folds, str(err)))
+            for run, folds, key in todo:
+                self._write(failure(run, folds, key, str(err)))
             return
         with reader:
+            masks: dict[float, TissueMask] = {}
+            thumb = None
             try:
-                mask = tissue_mask(reader)
+                for tissue_mpp in sorted({run.geometry.tissue_mpp for run, _, _ in todo}):
+                    masks[tissue_mpp] = tissue_mask(reader, tissue_mpp)
                 thumb = thumbnail(reader) if self.options.png else None
             except HelpkitError as err:
-                for run, folds in todo:
-                    self._write(failure(run, folds, str(err)))
+                for run, folds, key in todo:
+                    self._write(failure(run, folds, key, str(err)))
                 return
-            for run, folds in todo:
+            for run, folds, key in todo:
                 if not folds:
                     error = "every fold model trained on this slide: no out-of-fold heatmap"
-                    self._write(failure(run, folds, error), thumb)
+                    self._write(failure(run, folds, key, error), thumb)
                     continue
-                try:
-                    grid = grid_for(reader, run.level, run.patch_size, self.options.stride)
-                except HelpkitError as err:
-                    self._write(failure(run, folds, str(err)), thumb)
-                    continue
-                self._write(self._heatmap(reader, slide, run, folds, grid, tissue_grid(grid, mask)), thumb)
+                geometry = heatmap_geometry(run, self.options)
+                grid = grid_for(reader, geometry)
+                heatmap = self._heatmap(reader, slide, run, folds, grid, tissue_grid(grid, masks[geometry.tissue_mpp]))
+                heatmap.geometry, heatmap.key = geometry, key
+                self._write(heatmap, thumb)
 
     def _heatmap(self, reader: SlideReader, slide: SlideRecord, run: Run, folds: list[int], grid: GridSpec,
                  tissue: np.ndarray) -> Heatmap:
@@ -226,7 +271,7 @@ class _SlideHeatmaps:
         return Heatmap(
             prob=result.prob, tissue=tissue, missing=result.missing,
             origin=(int(grid.origin[0]), int(grid.origin[1])), stride0=int(grid.stride0),
-            patch_size0=int(grid.patch_size0), level=run.level, patch_size=run.patch_size,
+            patch_size0=int(grid.patch_size0), geometry=run.geometry,
             slide_id=slide.slide_id, model=run.name, split=slide.split, label=slide.label,
             folds=folds, errors=result.errors, mpp=reader.mpp,
         )

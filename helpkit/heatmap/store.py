@@ -1,19 +1,22 @@
 """Heatmap files: one ``.npz`` per slide and model, written atomically, read with a schema check.
 
-Layout ``HEATMAP_DIR/<model>/<slide_id>.npz``, schema_version 1 (docs/contracts.md):
+Layout ``HEATMAP_DIR/<model>/<slide_id>.npz``, schema_version 2 (docs/contracts.md):
 
 - ``prob`` float32 (rows, cols): the model's tumour probability per grid cell; NaN outside
   tissue and where the patch could not be read.
 - ``tissue`` bool (rows, cols): cells that went through the model (or were meant to).
 - ``missing`` bool (rows, cols): tissue cells whose read failed.
 - ``origin`` int64[2]: level-0 (x, y) of cell (0, 0)'s top-left; ``stride0``, ``patch_size0``:
-  level-0 pixels; ``level``, ``patch_size``: the model's read geometry.
+  level-0 pixels; ``geometry`` str: the patch geometry as JSON (``PatchGeometry.to_json``:
+  mpp, patch_size, stride, tissue_mpp), ``patch_size`` int too.
 - ``slide_id``, ``model``, ``split`` (str); ``label`` (float, NaN unknown).
 - ``folds`` int array: the fold models that made it (one for a training slide, out of fold;
   several, averaged, for a slide no fold held out).
 - ``error`` str: '' when the slide opened; otherwise why not, and then ``prob``, ``tissue``
   and ``missing`` have shape (0, 0) and ``origin``/``stride0``/``patch_size0`` are 0.
 - ``errors`` str array: per-patch read errors (capped; the last entry counts the rest).
+- ``key`` str: what the heatmap was made from (slide file, fold models, geometry; see
+  ``helpkit.heatmap.run.heatmap_key``): a cached heatmap is reused only when it matches.
 - ``mpp`` float64[2] (extra key, optional on read): level-0 microns per pixel (x, y), NaN
   when the slide does not say; lets features give tissue area in mm^2.
 """
@@ -28,12 +31,14 @@ import numpy as np
 
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
+from helpkit.slide.geometry import PatchGeometry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``geometry`` (microns) replaced the pyramid ``level``; ``key`` added."""
 
 _REQUIRED = (
-    "schema_version prob tissue missing origin stride0 patch_size0 level patch_size "
-    "slide_id model split label folds error errors"
+    "schema_version prob tissue missing origin stride0 patch_size0 geometry patch_size "
+    "slide_id model split label folds error errors key"
 ).split()
 
 
@@ -47,8 +52,7 @@ class Heatmap:
     origin: tuple[int, int]
     stride0: int
     patch_size0: int
-    level: int
-    patch_size: int
+    geometry: PatchGeometry
     slide_id: str
     model: str
     split: str
@@ -57,6 +61,12 @@ class Heatmap:
     error: str = ""
     errors: list[str] = field(default_factory=list)
     mpp: tuple[float, float] | None = None
+    key: str = ""
+
+    @property
+    def patch_size(self) -> int:
+        """Patch side in pixels at ``geometry.mpp``."""
+        return self.geometry.patch_size
 
     @property
     def failed(self) -> bool:
@@ -72,9 +82,9 @@ class Heatmap:
         model: str,
         split: str,
         label: float,
-        level: int,
-        patch_size: int,
+        geometry: PatchGeometry,
         folds: list[int],
+        key: str = "",
     ) -> Heatmap:
         """The heatmap of a slide that could not be opened: empty grids plus the reason."""
         empty = np.zeros((0, 0))
@@ -85,14 +95,14 @@ class Heatmap:
             origin=(0, 0),
             stride0=0,
             patch_size0=0,
-            level=level,
-            patch_size=patch_size,
+            geometry=geometry,
             slide_id=slide_id,
             model=model,
             split=split,
             label=label,
             folds=folds,
             error=error or "unknown error",
+            key=key,
         )
 
 
@@ -112,7 +122,7 @@ def write_heatmap(path: str | Path, heatmap: Heatmap) -> None:
         "origin": np.asarray(heatmap.origin, dtype=np.int64),
         "stride0": np.int64(heatmap.stride0),
         "patch_size0": np.int64(heatmap.patch_size0),
-        "level": np.int64(heatmap.level),
+        "geometry": np.str_(heatmap.geometry.to_json()),
         "patch_size": np.int64(heatmap.patch_size),
         "slide_id": np.str_(heatmap.slide_id),
         "model": np.str_(heatmap.model),
@@ -122,6 +132,7 @@ def write_heatmap(path: str | Path, heatmap: Heatmap) -> None:
         "error": np.str_(heatmap.error),
         "errors": np.asarray(heatmap.errors, dtype=np.str_).reshape(-1),
         "mpp": np.asarray(mpp, dtype=np.float64),
+        "key": np.str_(heatmap.key),
     }
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
@@ -149,8 +160,7 @@ def read_heatmap(path: str | Path) -> Heatmap:
         origin=(int(data["origin"][0]), int(data["origin"][1])),
         stride0=int(data["stride0"]),
         patch_size0=int(data["patch_size0"]),
-        level=int(data["level"]),
-        patch_size=int(data["patch_size"]),
+        geometry=PatchGeometry.from_json(str(data["geometry"])),
         slide_id=str(data["slide_id"]),
         model=str(data["model"]),
         split=str(data["split"]),
@@ -159,4 +169,5 @@ def read_heatmap(path: str | Path) -> Heatmap:
         error=str(data["error"]),
         errors=[str(e) for e in data["errors"]],
         mpp=None if mpp is None or np.isnan(mpp).any() else (float(mpp[0]), float(mpp[1])),
+        key=str(data["key"]),
     )

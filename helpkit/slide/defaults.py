@@ -1,8 +1,5 @@
 """Defaults of the slide stage, importable without numpy so the CLI's --help stays fast."""
 
-TISSUE_DOWNSAMPLE = 32.0
-"""Tissue masks are computed at the level nearest (not above) this downsample of level 0."""
-
 TUMOUR_THRESHOLD = 0.5
 """A cell is tumour when at least this share of it is annotated tumour."""
 

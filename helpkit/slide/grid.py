@@ -7,22 +7,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
-from helpkit.errors import HelpkitError
 from helpkit.slide.annotation import AnnotationMask
+from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.reader import SlideReader
 from helpkit.slide.tissue import TissueMask
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A regular grid of square patches read at ``level``.
+    """A regular grid of square patches read at ``mpp`` microns per pixel.
 
-    ``patch_size`` and ``stride`` are pixels at ``level``; ``origin`` is the level-0 (x, y)
-    of cell (0, 0); ``shape`` is (rows, cols); ``downsample`` is the level's downsample.
+    ``patch_size`` and ``stride`` are pixels at ``mpp``; ``downsample`` is level-0 pixels per
+    patch pixel (``mpp`` over the slide's level-0 microns per pixel); ``origin`` is the
+    level-0 (x, y) of cell (0, 0); ``shape`` is (rows, cols).
     """
 
-    level: int
+    mpp: float
     patch_size: int
     stride: int
     downsample: float
@@ -40,7 +40,7 @@ class GridSpec:
         return int(round(self.patch_size * self.downsample))
 
     def cell_xy(self, row: int, col: int) -> tuple[int, int]:
-        """Level-0 (x, y) top-left of cell (row, col): what ``read_region`` takes."""
+        """Level-0 (x, y) top-left of cell (row, col): what ``read_region_mpp`` takes."""
         return self.origin[0] + col * self.stride0, self.origin[1] + row * self.stride0
 
     def edges(self, downsample: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,23 +65,14 @@ def _pixel_range(start: np.ndarray, length: float) -> tuple[np.ndarray, np.ndarr
     return begin, np.where(empty, begin + 1, end)
 
 
-def grid_for(
-    reader: SlideReader, level: int = PATCH_LEVEL, patch_size: int = PATCH_SIZE, stride: int | None = None
-) -> GridSpec:
-    """The grid of whole patches inside the slide's scanned bounds (the whole slide if none)."""
-    if not 0 <= level < reader.level_count:
-        raise HelpkitError(
-            f"patch level {level} does not exist (the slide has levels 0..{reader.level_count - 1})",
-            reader.path,
-        )
-    stride = patch_size if stride is None else stride
-    if patch_size <= 0 or stride <= 0:
-        raise HelpkitError(f"patch size and stride must be positive, got {patch_size} and {stride}")
+def grid_for(reader: SlideReader, geometry: PatchGeometry = PatchGeometry()) -> GridSpec:
+    """The grid of whole patches inside the slide's scanned bounds (the whole slide if none),
+    sized in level-0 pixels by the slide's own microns per pixel."""
     x, y, width, height = reader.bounds or (0, 0, *reader.dimensions)
-    spec = GridSpec(level, patch_size, stride, reader.level_downsamples[level], (x, y), (0, 0))
+    spec = GridSpec(geometry.mpp, geometry.patch_size, geometry.stride, geometry.mpp / reader.base_mpp, (x, y), (0, 0))
     rows = max(0, (height - spec.patch_size0) // spec.stride0 + 1)
     cols = max(0, (width - spec.patch_size0) // spec.stride0 + 1)
-    return GridSpec(level, patch_size, stride, spec.downsample, (x, y), (rows, cols))
+    return GridSpec(spec.mpp, spec.patch_size, spec.stride, spec.downsample, (x, y), (rows, cols))
 
 
 def cell_fractions(mask: np.ndarray, downsample: float | tuple[float, float], grid: GridSpec) -> np.ndarray:

@@ -8,36 +8,51 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpkit.defaults import PATCH_LEVEL, PATCH_SIZE
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
 from helpkit.progress import track
 from helpkit.slide.annotation import AnnotationMask, exclude_cells, read_annotation
+from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
+from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.grid import grid_for, patch_table
 from helpkit.slide.reader import SlideReader
-from helpkit.slide.defaults import MIN_TISSUE, TISSUE_DOWNSAMPLE, TUMOUR_THRESHOLD
 from helpkit.slide.sampling import label_patches, sample_patches
 from helpkit.slide.tissue import tissue_mask
 
+GEOMETRY_COLUMNS = ["mpp", "patch_size", "stride", "tissue_mpp"]
+"""The PatchGeometry of every row (one value each in an index): what training reads back."""
+
 INDEX_COLUMNS = [
-    "slide_id", "path", "slide_label", "level", "patch_size", "row", "col", "x", "y",
+    "slide_id", "path", "slide_label", *GEOMETRY_COLUMNS, "row", "col", "x", "y",
     "tissue_frac", "tumour_frac", "label",
 ]
+
+
+def index_geometry(index: pd.DataFrame, source: str | Path = "patch index") -> PatchGeometry:
+    """The geometry an index was made with; a HelpkitError if it lacks or mixes geometries."""
+    absent = [c for c in GEOMETRY_COLUMNS if c not in index.columns]
+    if absent:
+        raise HelpkitError(f"patch index lacks the geometry columns {absent} (made by an older helpkit? "
+                           "index again)", source)
+    values = {}
+    for column in GEOMETRY_COLUMNS:
+        unique = index[column].unique()
+        if len(unique) != 1:
+            raise HelpkitError(f"patch index mixes {column} values {sorted(unique)}; one run trains one", source)
+        values[column] = unique[0].item() if hasattr(unique[0], "item") else unique[0]
+    return PatchGeometry.from_dict(values)
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """How patches are laid out, labelled and sampled."""
 
-    level: int = PATCH_LEVEL
-    patch_size: int = PATCH_SIZE
-    stride: int | None = None
+    geometry: PatchGeometry = PatchGeometry()
     tumour_threshold: float = TUMOUR_THRESHOLD
     min_tissue: float = MIN_TISSUE
     max_per_class: int | None = None
     balance: bool = True
     seed: int = 0
-    tissue_downsample: float = TISSUE_DOWNSAMPLE
 
 
 @dataclass(frozen=True)
@@ -79,8 +94,8 @@ def index_slide(
             raise HelpkitError("positive slide has no tumour mask", path)
         else:
             tumour = None
-        grid = grid_for(reader, config.level, config.patch_size, config.stride)
-        cells = patch_table(grid, tissue_mask(reader, config.tissue_downsample), tumour)
+        grid = grid_for(reader, config.geometry)
+        cells = patch_table(grid, tissue_mask(reader, config.geometry.tissue_mpp), tumour)
         slide_id = reader.slide_id
     labelled = label_patches(exclude_cells(cells, grid, exclusion), config.tumour_threshold, config.min_tissue)
     counts = labelled["label"].value_counts()
@@ -89,8 +104,7 @@ def index_slide(
         annotated=tumour is not None, seed=config.seed,
     )
     patches = sampled.assign(
-        slide_id=slide_id, path=str(path), slide_label=np.int8(slide_label), level=config.level,
-        patch_size=config.patch_size,
+        slide_id=slide_id, path=str(path), slide_label=np.int8(slide_label), **config.geometry.to_dict(),
     )[INDEX_COLUMNS].reset_index(drop=True)
     return SlideIndex(
         patches=patches,

@@ -8,6 +8,8 @@ skip or count bad slides and tiles instead of crashing.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import openslide
 
 from helpkit.errors import HelpkitError
+from helpkit.slide.geometry import FALLBACK_MPP, MPP_TOLERANCE
 
 SLIDE_EXTENSIONS = frozenset(
     {".mrxs", ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".bif", ".dcm",
@@ -26,6 +29,19 @@ SLIDE_EXTENSIONS = frozenset(
 
 MAX_LEVEL_PIXELS = 1 << 28
 """``read_level`` refuses levels larger than this (about 800 MB of RGB)."""
+
+
+log = logging.getLogger("helpkit.slide")
+_FALLBACK_SAID: set[Path] = set()
+"""Slides already logged as using FALLBACK_MPP: the line is said once per slide, not per read."""
+
+
+def resize_area(region: np.ndarray, box: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """Area-average the top-left ``box`` (w, h, in ``region`` pixels, fractional) of ``region`` to ``size`` (w, h)."""
+    from PIL import Image
+
+    image = Image.fromarray(region).resize(size, Image.Resampling.BOX, box=(0.0, 0.0, box[0], box[1]))
+    return np.asarray(image)
 
 
 def is_slide_file(path: Path) -> bool:
@@ -143,6 +159,42 @@ class SlideReader:
                 self.path,
             )
         return self.read_region((0, 0), level, (w, h))
+
+    @property
+    def base_mpp(self) -> float:
+        """Level-0 microns per pixel (the mean of x and y), or FALLBACK_MPP, logged once per
+        slide, when the slide does not say."""
+        if self.mpp is not None and all(math.isfinite(v) and v > 0 for v in self.mpp):
+            return (self.mpp[0] + self.mpp[1]) / 2
+        if self.path not in _FALLBACK_SAID:
+            _FALLBACK_SAID.add(self.path)
+            log.warning("%s: the slide gives no microns per pixel; assuming %g um/px at level 0 (FALLBACK_MPP)",
+                        self.path, FALLBACK_MPP)
+        return FALLBACK_MPP
+
+    def level_for_mpp(self, mpp: float) -> tuple[int, float]:
+        """(level, scale): the coarsest level at or finer than ``mpp`` (within MPP_TOLERANCE) and
+        how many of its pixels make one pixel at ``mpp``; scale 1.0 when the level matches."""
+        downsample = mpp / self.base_mpp
+        level = self.best_level_for_downsample(downsample * (1 + MPP_TOLERANCE))
+        scale = downsample / self.level_downsamples[level]
+        return level, 1.0 if abs(scale - 1) <= MPP_TOLERANCE else scale
+
+    def read_region_mpp(self, location: tuple[int, int], mpp: float, size: tuple[int, int]) -> np.ndarray:
+        """Read an (h, w, 3) uint8 RGB region of ``size`` pixels at ``mpp`` microns per pixel;
+        ``location`` is the level-0 (x, y) top-left.
+
+        Reads the level :meth:`level_for_mpp` picks; when it does not match ``mpp`` the
+        region is read there and area-averaged down to ``size``. Training and heatmaps read
+        every resized patch through this one method, so both see the same pixels.
+        """
+        level, scale = self.level_for_mpp(mpp)
+        if scale == 1.0:
+            return self.read_region(location, level, size)
+        w, h = int(size[0]), int(size[1])
+        box = (w * scale, h * scale)
+        region = self.read_region(location, level, (math.ceil(box[0]), math.ceil(box[1])))
+        return resize_area(region, box, (w, h))
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """The level with the largest downsample not above ``downsample`` (level 0 if none)."""

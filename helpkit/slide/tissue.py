@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from helpkit.slide.defaults import TISSUE_DOWNSAMPLE
+from helpkit.slide.geometry import MPP_TOLERANCE, TISSUE_MPP
 from helpkit.slide.reader import SlideReader
 
 
@@ -87,28 +87,36 @@ def tissue_from_rgb(
     return ~_drop_small(~mask, max_hole_pixels) & scanned
 
 
-def tissue_level(reader: SlideReader, downsample: float = TISSUE_DOWNSAMPLE) -> int:
-    """The level nearest (not above) ``downsample``, allowing 1% for rounding: a pyramid of
-    odd sizes has downsamples like 32.01, which should count as 32."""
-    return reader.best_level_for_downsample(downsample * 1.01)
+def tissue_level(reader: SlideReader, mpp: float = TISSUE_MPP) -> int:
+    """The coarsest level at or finer than ``mpp`` microns per pixel, allowing 1% for rounding:
+    a pyramid of odd sizes has downsamples like 32.01, which should count as 32."""
+    return reader.best_level_for_downsample(mpp / reader.base_mpp * (1 + MPP_TOLERANCE))
 
 
 def tissue_mask(
     reader: SlideReader,
-    downsample: float = TISSUE_DOWNSAMPLE,
+    mpp: float = TISSUE_MPP,
     *,
     min_object_area0: float = 256.0**2,
     max_hole_area0: float = 256.0**2,
     **thresholds: float,
 ) -> TissueMask:
-    """The tissue mask of a slide, from the level :func:`tissue_level` picks.
+    """The tissue mask of a slide at about ``mpp`` microns per pixel, from the level
+    :func:`tissue_level` picks; a level two or more times finer (a slide with few levels) is
+    first reduced by the whole factor, area-averaged.
 
     Object and hole sizes are level-0 areas, so the result does not depend on which
     level the slide happens to have; ``thresholds`` go to :func:`tissue_from_rgb`.
     """
-    level = tissue_level(reader, downsample)
+    level = tissue_level(reader, mpp)
     ds = reader.level_downsamples[level]
     rgb = reader.read_level(level)
+    factor = int(mpp / reader.base_mpp * (1 + MPP_TOLERANCE) / ds)
+    if factor >= 2:
+        from PIL import Image
+
+        rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
+        ds *= factor
     mask = tissue_from_rgb(
         rgb,
         min_object_pixels=int(min_object_area0 / ds**2),

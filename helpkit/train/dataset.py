@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from helpkit.errors import HelpkitError
 from helpkit.slide import SlideReader
+from helpkit.slide.geometry import PatchGeometry
+from helpkit.slide.index import index_geometry
 from helpkit.train.augment import AugmentConfig, augment
 
 MAX_FAILED_FRACTION = 0.05
@@ -38,14 +40,11 @@ class PatchSource(Protocol):
         ...
 
 
-def check_index(index: pd.DataFrame, source: str = "patch index") -> None:
-    """A HelpkitError if the index is empty or mixes levels or patch sizes."""
+def check_index(index: pd.DataFrame, source: str = "patch index") -> PatchGeometry:
+    """The index's patch geometry; a HelpkitError if the index is empty or mixes geometries."""
     if index.empty:
         raise HelpkitError("patch index is empty: no patches to train on", source)
-    for column in ("level", "patch_size"):
-        values = index[column].unique()
-        if len(values) != 1:
-            raise HelpkitError(f"patch index mixes {column}s {sorted(values)}; one run trains one", source)
+    return index_geometry(index, source)
 
 
 class SlidePatches:
@@ -59,11 +58,11 @@ class SlidePatches:
 
     def __init__(self, index: pd.DataFrame, max_failed_fraction: float = MAX_FAILED_FRACTION,
                  threads: int = READ_THREADS) -> None:
-        check_index(index)
+        geometry = check_index(index)
         self.paths = index["path"].astype(str).to_numpy()
         self.xy = index[["x", "y"]].to_numpy(np.int64)
-        self.level = int(index["level"].iloc[0])
-        self.patch_size = int(index["patch_size"].iloc[0])
+        self.mpp = geometry.mpp
+        self.patch_size = geometry.patch_size
         self.max_failures = int(max_failed_fraction * len(index))
         self.failures = 0
         self.last_error = ""
@@ -87,7 +86,7 @@ class SlidePatches:
     def _read_one(self, row: int) -> np.ndarray | None:
         p = self.patch_size
         try:
-            patch = self._reader(self.paths[row]).read_region(tuple(self.xy[row]), self.level, (p, p))
+            patch = self._reader(self.paths[row]).read_region_mpp(tuple(self.xy[row]), self.mpp, (p, p))
         except HelpkitError as err:
             with self._lock:
                 self.failures += 1

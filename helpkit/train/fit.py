@@ -179,8 +179,7 @@ def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, An
     return {
         "name": run["name"],
         "architecture": run["config"]["model"],
-        "patch_size": run["patch_size"],
-        "level": run["level"],
+        "geometry": run["geometry"].to_dict(),
         "width": run["config"]["width"],
         "normalisation": NORMALISATION,
         "config": run["config"],
@@ -218,19 +217,24 @@ def train_run(
     """
     start = time.monotonic()
     deadline = start + time_budget_s if time_budget_s is not None else None
-    check_index(index)
+    geometry = check_index(index)
     index = index.reset_index(drop=True)
     out = Path(out)
-    level, patch_size = int(index["level"].iloc[0]), int(index["patch_size"].iloc[0])
+    patch_size = geometry.patch_size
     build(config.model, patch_size, config.width)  # bad model, size or width fails before any work
     slide_labels = index.groupby("slide_id")["slide_label"].first()
     splits = slide_folds(slide_labels, config.folds, config.seed)
     name = name or out.name
-    run_meta = {"name": name, "level": level, "patch_size": patch_size, "splits": splits, "config": asdict(config)}
-    if (out / "run.json").is_file() and [(f.train_slides, f.val_slides) for f in load_run(out).folds] != splits:
-        raise HelpkitError("run folder holds other folds (other data, --folds or --seed); use a new --out",
-                           out / "run.json")
-    write_run(out, name=name, architecture=config.model, level=level, patch_size=patch_size, width=config.width,
+    run_meta = {"name": name, "geometry": geometry, "splits": splits, "config": asdict(config)}
+    if (out / "run.json").is_file():
+        old = load_run(out)
+        if [(f.train_slides, f.val_slides) for f in old.folds] != splits:
+            raise HelpkitError("run folder holds other folds (other data, --folds or --seed); use a new --out",
+                               out / "run.json")
+        if old.geometry != geometry:
+            raise HelpkitError(f"run folder was trained on other patches ({old.geometry.key()}, not "
+                               f"{geometry.key()}); use a new --out", out / "run.json")
+    write_run(out, name=name, architecture=config.model, geometry=geometry, width=config.width,
               splits=splits, config=asdict(config))
 
     usable = None

@@ -2,9 +2,9 @@
 
 Layout (the interface the heatmap and ensemble stages read)::
 
-    RUN_DIR/run.json               name, architecture, level, patch_size, width, folds
+    RUN_DIR/run.json               name, architecture, geometry, width, folds
     RUN_DIR/fold_<k>/model.keras   the trained model (uint8 patches in, probability out)
-    RUN_DIR/fold_<k>/model.json    name, architecture, patch_size, level, normalisation,
+    RUN_DIR/fold_<k>/model.json    name, architecture, geometry, normalisation,
                                    config, metrics, fold, train_slides, val_slides
     RUN_DIR/fold_<k>/log.csv       per-epoch loss/accuracy/AUC (train and validation)
 """
@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
+from helpkit.slide.geometry import PatchGeometry
 
 if TYPE_CHECKING:
     import keras
 
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2
+"""2: the patch geometry in microns (``geometry``) replaced the pyramid ``level``."""
 NORMALISATION = "uint8 RGB in; Rescaling(1/127.5, offset=-1) inside the model"
 """Recorded in model.json: callers feed raw uint8 patches and never normalise themselves."""
 
@@ -49,11 +51,15 @@ class Run:
     path: Path
     name: str
     architecture: str
-    level: int
-    patch_size: int
+    geometry: PatchGeometry
     folds: list[Fold]
     width: float = 1.0
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def patch_size(self) -> int:
+        """Patch side in pixels the models take."""
+        return self.geometry.patch_size
 
     def fold(self, k: int) -> Fold:
         """The fold with index ``k``; a HelpkitError if the run has none."""
@@ -88,8 +94,7 @@ def write_run(
     *,
     name: str,
     architecture: str,
-    level: int,
-    patch_size: int,
+    geometry: PatchGeometry,
     width: float,
     splits: list[tuple[list[str], list[str]]],
     config: dict[str, Any],
@@ -102,8 +107,7 @@ def write_run(
             "schema_version": RUN_SCHEMA_VERSION,
             "name": name,
             "architecture": architecture,
-            "level": int(level),
-            "patch_size": int(patch_size),
+            "geometry": geometry.to_dict(),
             "width": float(width),
             "config": config,
             "folds": [
@@ -128,6 +132,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise HelpkitError("no run.json: not a training run folder (helpkit train --out)", path)
     try:
         meta = json.loads(path.read_text())
+        if "geometry" not in meta:
+            raise HelpkitError("run made by an older helpkit (patches by pyramid level, not microns): train it "
+                               "again", path)
         folds = [
             Fold(
                 index=int(f["index"]),
@@ -141,8 +148,7 @@ def load_run(run_dir: str | Path) -> Run:
             path=run_dir,
             name=str(meta["name"]),
             architecture=str(meta["architecture"]),
-            level=int(meta["level"]),
-            patch_size=int(meta["patch_size"]),
+            geometry=PatchGeometry.from_dict(meta["geometry"]),
             folds=folds,
             width=float(meta.get("width", 1.0)),
             config=dict(meta.get("config", {})),
