@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("helpkit.io")
+
+TEMP_NAME = re.compile(r"^\.(?P<stem>.*)\.(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?$")
+"""The name of an ``atomic_path`` temporary file: ``.<stem>.<pid>-<8 random>.tmp<suffix>``
+(without ``<pid>-`` from helpkit before it named the writer), e.g. ``.checkpoint.4711-k2j9x0qa.tmp.keras``."""
+
+_OPEN_TEMPS: set[Path] = set()
+"""Temporary files this process is writing right now: never stale."""
 
 
 @contextlib.contextmanager
@@ -16,13 +27,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps the final suffix, so writers that pick a format by suffix
-    (pandas, numpy, PIL, Keras) still do the right thing.
+    (pandas, numpy, PIL, Keras) still do the right thing, and names the writing process
+    (``TEMP_NAME``), so ``remove_stale_temps`` can tell a killed writer's leftovers from a
+    live one's.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}-", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _OPEN_TEMPS.add(tmp_path)
     try:
         yield tmp_path
         # mkstemp creates 0600; give the file the mode a plain open() would have.
@@ -31,7 +45,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
+        _OPEN_TEMPS.discard(tmp_path)
         tmp_path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the ``atomic_path`` temporary files in ``folder`` that no live writer owns; return them.
+
+    A process killed mid-write (kill -9, out of memory, a platform time limit) leaves its
+    temporary file behind, a checkpoint- or cache-sized one included. Only helpkit's own
+    temporary names (``TEMP_NAME``) directly in ``folder`` are touched, and only those whose
+    writer is gone: one named by this process but not being written by it, by a process id
+    that no longer runs, or by no process id (older helpkit). Each removal is logged.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        match = TEMP_NAME.match(path.name)
+        if match is None or path in _OPEN_TEMPS or not path.is_file():
+            continue
+        pid = int(match["pid"]) if match["pid"] else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        log.warning("%s: removed a temporary file left by a killed run (%.1f MB)", path, size / 1e6)
+        removed.append(path)
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

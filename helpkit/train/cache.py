@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpkit.io import atomic_path, write_json
+from helpkit.io import atomic_path, remove_stale_temps, write_json
 from helpkit.progress import track
 from helpkit.train.dataset import SlidePatches, check_index
 
@@ -54,6 +54,9 @@ def open_cache(index: pd.DataFrame, cache_dir: str | Path, progress: bool = True
     """
     check_index(index)
     folder = Path(cache_dir) / index_key(index)
+    if Path(cache_dir).is_dir():  # a build killed mid-way left a cache-sized .patches.*.tmp.npy
+        for sub in sorted(p for p in Path(cache_dir).iterdir() if p.is_dir()):
+            remove_stale_temps(sub)
     patches_path, ok_path = folder / "patches.npy", folder / "ok.npy"
     if not ok_path.is_file():
         source = SlidePatches(index)

@@ -10,6 +10,7 @@ counters back after Keras resets them at the start of ``fit``.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
 
-from helpkit.io import atomic_path, write_json
+from helpkit.io import atomic_path, remove_stale_temps, write_json
 from helpkit.progress import progress_bar
 
 MONITOR = "val_loss"
@@ -66,13 +67,27 @@ def _plain(logs: dict[str, Any]) -> dict[str, float | None]:
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Save the resumable state of a fold at the end of every epoch."""
+    """Save the resumable state of a fold at the end of every epoch.
+
+    At the start of training it removes what a killed save left in the fold folder
+    (``helpkit.io.remove_stale_temps``) and, on a resumed fold, says so on stderr:
+    ``fold K: resuming from epoch E`` (K the fold folder's index, E the next epoch, 1-based
+    like the epoch lines).
+    """
 
     def __init__(self, folder: Path, state: dict[str, Any], schedulers: dict[str, keras.callbacks.Callback]) -> None:
         super().__init__()
         self.folder = folder
         self.state = state
         self.schedulers = schedulers
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        remove_stale_temps(self.folder)
+        done = int(self.state.get("epochs_done", 0))
+        if done > 0:
+            fold = self.folder.name.removeprefix("fold_")
+            print(f"fold {fold}: resuming from epoch {done + 1} ({done} done, from {self.folder / 'checkpoint.keras'})",
+                  file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = _plain(logs or {})
