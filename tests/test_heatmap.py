@@ -288,3 +288,77 @@ def test_cli_heatmap_and_features_out_of_fold(tiny_competition: Path, tmp_path: 
     cell_mm2 = (32 * reader.level_downsamples[1]) ** 2 * mpp_x * mpp_y / 1e6
     np.testing.assert_allclose(table["const__tissue_mm2"], table["const__tissue_patches"] * cell_mm2)
     assert "is current" in runner.invoke(app, ["features", str(out), "--out", str(table_path)]).output
+
+
+# --- slides of any pyramid, and heatmaps keyed by what they were made from ---------------------
+
+
+def red_predictor(calls: list):
+    """Fold models that look at the pixels: a heatmap says what the slide shows."""
+
+    def factory(run, folds):
+        calls.append((run.name, tuple(folds)))
+        return red_fraction
+
+    return factory
+
+
+def test_single_level_slide_gets_real_scores_read_like_training(tmp_path: Path, dataset) -> None:
+    import pandas as pd
+
+    from helpkit.train.dataset import SlidePatches
+
+    flat = write_slide(tmp_path / "Slide006.tiff", levels=1)  # no level at 1 um/px: every cell is resized
+    with SlideReader(flat) as reader:
+        assert reader.level_count == 1 and reader.level_for_mpp(GEOMETRY.mpp)[1] == 2.0
+        grid = grid_for(reader, GEOMETRY)
+        tissue = tissue_grid(grid, tissue_mask(reader))
+        seen: dict[tuple[int, int], np.ndarray] = {}
+        cells = iter(np.argwhere(tissue))
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            for patch in batch:
+                cell = next(cells, None)
+                if cell is not None:
+                    seen[tuple(cell)] = patch.copy()
+            return red_fraction(batch)
+
+        result = run_heatmap(reader, predict, grid, tissue, batch_size=16, workers=1)
+    np.testing.assert_allclose(result.prob[tissue], expected_fraction(grid)[tissue], atol=1e-6)
+    assert tissue.sum() > 50 and result.prob[tissue].max() == 1.0
+    # Training reads the same cells through the same call: the very same pixels.
+    rows = [(r, c, *grid.cell_xy(r, c)) for r, c in list(seen)[:40]]
+    index = pd.DataFrame({"path": str(flat), "x": [r[2] for r in rows], "y": [r[3] for r in rows],
+                          **GEOMETRY.to_dict()})
+    source = SlidePatches(index)
+    try:
+        patches, ok = source.read(np.arange(len(rows)))
+    finally:
+        source.close()
+    assert ok.all()
+    for i, (r, c, _, _) in enumerate(rows):
+        np.testing.assert_array_equal(patches[i], seen[(r, c)])
+    # And through make_heatmaps: a real heatmap, not a failure.
+    slides, run_dir = dataset
+    record = SlideRecord("Slide006", flat, "test", float("nan"))
+    assert make_heatmaps([run_dir], [record], tmp_path / "hm", Options(), red_predictor([]))["written"] == 1
+    hm = read_heatmap(heatmap_path(tmp_path / "hm", "a", "Slide006"))
+    assert not hm.error and np.nanmax(hm.prob) == 1.0 and hm.geometry == GEOMETRY and hm.key
+
+
+def test_same_name_new_content_is_recomputed_and_equals_a_fresh_run(tmp_path: Path, dataset) -> None:
+    slides, run_dir = dataset
+    out = tmp_path / "hm"
+    test = slides[-1]
+    assert make_heatmaps([run_dir], [test], out, Options(), red_predictor([]))["written"] == 1
+    first = read_heatmap(heatmap_path(out, "a", TEST_SLIDE))
+    calls: list = []
+    assert make_heatmaps([run_dir], [test], out, Options(), red_predictor(calls))["skipped"] == 1 and calls == []
+    write_slide(test.path, tumour=(640, 384, 768, 512))  # a second test set: same name, other slide
+    assert make_heatmaps([run_dir], [test], out, Options(), red_predictor([]))["written"] == 1
+    second = read_heatmap(heatmap_path(out, "a", TEST_SLIDE))
+    make_heatmaps([run_dir], [test], tmp_path / "fresh", Options(), red_predictor([]))
+    fresh = read_heatmap(heatmap_path(tmp_path / "fresh", "a", TEST_SLIDE))
+    assert second.key != first.key and second.key == fresh.key
+    assert not np.array_equal(second.prob, first.prob, equal_nan=True)
+    np.testing.assert_array_equal(second.prob, fresh.prob)

@@ -132,3 +132,70 @@ def test_pickle_reopens_by_path(pyramid: Path) -> None:
         copy = pickle.loads(pickle.dumps(reader))
         np.testing.assert_array_equal(copy.read_level(2), reader.read_level(2))
         copy.close()
+
+
+# --- reading at a physical resolution, whatever the pyramid ------------------------------------
+
+def pool(rgb: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each k x k block, rounded: what an ideal scanner's coarser level holds."""
+    h, w = rgb.shape[0] // k * k, rgb.shape[1] // k * k
+    blocks = rgb[:h, :w].reshape(h // k, k, w // k, k, 3).astype(float)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def write_levels(path: Path, levels: list[np.ndarray], mpp: float | None) -> Path:
+    """A lossless tiled TIFF with exactly these levels; level-0 ``mpp`` in the resolution tags
+    (None: no resolution unit, so OpenSlide reports no mpp)."""
+    with tifffile.TiffWriter(path) as tif:
+        for i, rgb in enumerate(levels):
+            extra = {} if mpp is None else {
+                "resolution": (1e4 / (mpp * levels[0].shape[1] / rgb.shape[1]),) * 2, "resolutionunit": "CENTIMETER"}
+            tif.write(rgb, tile=(64, 64), photometric="rgb", subfiletype=0 if i == 0 else 1, **extra)
+    return path
+
+
+def texture(size: int = 2048) -> np.ndarray:
+    """Stripes of a few tens of level-0 pixels: a patch read at the wrong scale looks nothing alike."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    return np.stack([127 + 120 * np.sin(xx / 9), 127 + 120 * np.sin(yy / 13), 127 + 120 * np.sin((xx + yy) / 21)],
+                    axis=2).astype(np.uint8)
+
+
+def test_pyramids_and_scanners_are_read_at_the_same_physical_scale(tmp_path: Path) -> None:
+    base = texture()  # 0.25 um/px
+    slides = {  # name: (path, level-0 um/px)
+        "2x": (write_levels(tmp_path / "p2.tiff", [base, pool(base, 2), pool(base, 4), pool(base, 8)], 0.25), 0.25),
+        "4x": (write_levels(tmp_path / "p4.tiff", [base, pool(base, 4), pool(base, 16)], 0.25), 0.25),
+        "single": (write_levels(tmp_path / "flat.tiff", [base], 0.25), 0.25),
+        "0.5um": (write_levels(tmp_path / "half.tiff", [pool(base, 2), pool(base, 4)], 0.5), 0.5),
+    }
+    x0, y0 = 512, 768  # the same physical place: level-0 pixels of a 0.25 um/px scan
+    patches = {}
+    for name, (path, mpp) in slides.items():
+        with SlideReader(path) as reader:
+            assert reader.base_mpp == pytest.approx(mpp, rel=1e-3)
+            scale = 0.25 / mpp
+            patches[name] = reader.read_region_mpp((round(x0 * scale), round(y0 * scale)), 0.5, (64, 64)).astype(int)
+            if name == "2x":
+                assert reader.level_for_mpp(0.5) == (1, 1.0)  # a level that matches is read as it is
+                wrong = reader.read_region_mpp((x0, y0), 1.0, (64, 64)).astype(int)
+    for name, patch in patches.items():
+        assert patch.shape == (64, 64, 3)
+        assert np.abs(patch - patches["2x"]).max() <= 1, name
+    assert np.abs(wrong - patches["2x"]).mean() > 20  # another scale would not pass the check above
+
+
+def test_slide_without_mpp_uses_the_fallback_and_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from helpkit.slide.geometry import FALLBACK_MPP
+
+    base = texture(512)
+    path = write_levels(tmp_path / "Slide077.tiff", [base], None)
+    with caplog.at_level("WARNING", logger="helpkit.slide"):
+        for _ in range(2):
+            with SlideReader(path) as reader:
+                assert reader.mpp is None and reader.base_mpp == FALLBACK_MPP
+                for x in range(0, 256, 64):
+                    patch = reader.read_region_mpp((x, 0), 0.5, (32, 32))
+    said = [r.getMessage() for r in caplog.records if "Slide077" in r.getMessage()]
+    assert len(said) == 1 and "FALLBACK_MPP" in said[0] and f"{FALLBACK_MPP:g} um/px" in said[0]
+    assert np.abs(patch.astype(int) - pool(base, 2)[:32, 96:128]).max() <= 1
