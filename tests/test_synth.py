@@ -279,3 +279,76 @@ def test_cli_writes_a_competition_and_reports_bad_input(tmp_path: Path) -> None:
     assert _synth(tmp_path / "c")["params"]["shift"] == 0.5
     bad = runner.invoke(app, ["synth", str(tmp_path / "d"), "--train", "1"])
     assert isinstance(bad.exception, HelpkitError)
+
+
+# --- the CAMELYON layouts ---
+
+
+@pytest.fixture(scope="module")
+def camelyon16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_competition(tmp_path_factory.mktemp("c16"), n_train=4, n_test=2, size=1024, seed=3,
+                            layout="camelyon16")
+
+
+def test_camelyon16_layout_annotations_and_reference(camelyon16: Path) -> None:
+    from helpkit.data import discover, read_labels
+    from helpkit.layouts import read_reference
+    from helpkit.slide.annotation import read_annotation
+    from helpkit.synth.plan import make_plan
+
+    truth = json.loads((camelyon16 / "synth.json").read_text())
+    slides = {s["slide_id"]: s for s in truth["slides"]}
+    records = discover(camelyon16).set_index("slide_id")
+    assert set(records.index) == set(slides)
+    assert {i for i in records.index if records.loc[i, "split"] == "test"} == {"test_001", "test_002"}
+    assert all(i.startswith("tumor_" if records.loc[i, "label"] == 1 else ("normal_", "test_"))
+               for i in records.index)
+    exclusions = 0
+    for slide_id, s in slides.items():
+        if not s["label"]:
+            assert s["annotation"] is None and s["size_class"] == "negative"
+            continue
+        assert s["size_class"] in ("itc", "micro", "macro")
+        annotation = read_annotation(camelyon16 / s["annotation"], (s["width"], s["height"]))
+        mask = make_plan(s["width"], s["height"], s["seed"], True).tumour_mask(s["mask_downsample"])
+        tumour, exclusion = annotation.tumour(s["mask_downsample"]), annotation.exclusion(s["mask_downsample"])
+        # the polygons trace the generator's mask: tumour is the mask less what is excluded
+        np.testing.assert_array_equal(tumour, mask & ~exclusion)
+        exclusions += s["exclusion"] is not None
+        if s["exclusion"] is not None:
+            assert (exclusion & mask).any()
+    assert exclusions >= 1
+    reference = read_reference(camelyon16 / "testing/reference.csv")
+    test_ids = sorted(i for i, s in slides.items() if s["split"] == "test")
+    assert list(reference.index) == test_ids
+    assert read_labels(camelyon16 / "testing/reference.csv").to_dict() == {i: slides[i]["label"] for i in test_ids}
+    assert reference["size_class"].to_dict() == {i: slides[i]["size_class"] for i in test_ids}
+
+
+def test_camelyon17_layout_stages(tmp_path: Path) -> None:
+    from helpkit.data import discover
+    from helpkit.layouts import pn_stage, read_stage_csv
+
+    root = make_competition(tmp_path, n_train=6, n_test=2, size=1024, seed=1, layout="camelyon17")
+    truth = json.loads((root / "synth.json").read_text())
+    records = discover(root).set_index("slide_id")
+    assert list(records.index[:6]) == [f"patient_000_node_{n}" for n in range(5)] + ["patient_001_node_0"]
+    assert (root / "training/center_1/patient_001_node_0.tif").is_file()
+    stages = read_stage_csv(root / "training/stage_labels.csv")
+    for s in truth["slides"]:
+        assert records.loc[s["slide_id"], "label"] == (s["label"] if s["split"] == "train" else -1)
+        if s["split"] == "train":
+            assert stages.slides[s["slide_id"]] == s["size_class"]
+    nodes = [stages.slides[f"patient_000_node_{n}"] for n in range(5)]
+    assert stages.patients["patient_000"] == pn_stage(nodes) == truth["stages"]["patient_000"]
+    assert set(read_stage_csv(root / "test_stage_labels.csv").patients.index) == {"patient_100"}
+
+
+def test_cli_synth_layout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "d"), "--train", "2", "--test", "1", "--size", "1024",
+                                      "--layout", "camelyon16"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d/testing/reference.csv").is_file() and "tumor_001" in result.output
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "e"), "--size", "1024", "--layout", "camelyon18"])
+    assert isinstance(result.exception, HelpkitError)
+    assert "unknown synthetic layout 'camelyon18'" in str(result.exception)

@@ -134,16 +134,18 @@ def trace_mask(mask: np.ndarray, downsample: float, role: str = "tumour", group:
 
     Contours run through the midpoints between pixel centres (``skimage.measure.find_contours``
     at 0.5), so :func:`fill_polygons` at the same downsample gives the mask back.
-    ``tolerance`` (mask pixels) simplifies the rings; 0 keeps every vertex.
+    ``tolerance`` (mask pixels) simplifies the rings (Douglas-Peucker); 0 keeps every vertex,
+    a tiny one (0.01) drops only the collinear ones and keeps the mask exact.
     """
     from scipy import ndimage
     from skimage.measure import approximate_polygon, find_contours
 
     def ring(component: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
         padded = np.pad(component, 1).astype(np.float32)
-        contour = max(find_contours(padded, 0.5), key=len)[:-1]  # closed: drop the repeated vertex
+        contour = max(find_contours(padded, 0.5), key=len)  # closed: the last vertex repeats the first
         if tolerance > 0:
-            contour = approximate_polygon(contour, tolerance)[:-1]
+            contour = approximate_polygon(contour, tolerance)
+        contour = contour[:-1]
         rows, cols = contour[:, 0] - 1 + offset[0], contour[:, 1] - 1 + offset[1]
         return np.column_stack([(cols + 0.5) * downsample, (rows + 0.5) * downsample])
 
@@ -164,17 +166,18 @@ def trace_mask(mask: np.ndarray, downsample: float, role: str = "tumour", group:
 ASAP_GROUP_COLOURS = {"tumour": "#F4FA58", "exclusion": "#64FE2E", "normal": "#0000FF"}
 
 
-def asap_xml(polygons: list[Polygon]) -> str:
+def asap_xml(polygons: list[Polygon], hole_group: str = "Exclusion") -> str:
     """An ASAP XML document of ``polygons``: each ring its own ``Polygon`` annotation (ASAP has
-    no holes), holes and exclusion regions in their polygon's group or ``Exclusion``."""
+    no holes); a tumour polygon's holes go to ``hole_group`` (CAMELYON16 ``Exclusion``, or
+    CAMELYON17 ``normal``), other polygons to their own group."""
     lines = ['<?xml version="1.0"?>', "<ASAP_Annotations>", "\t<Annotations>"]
     groups: dict[str, str] = {}
     k = 0
     for polygon in polygons:
         group = polygon.group or {"tumour": "Tumor", "exclusion": "Exclusion", "normal": "normal"}[polygon.role]
-        hole_group = "Exclusion" if polygon.role == "tumour" else group
-        for ring, ring_group in [(polygon.exterior, group)] + [(h, hole_group) for h in polygon.holes]:
-            role = polygon.role if ring_group == group else "exclusion"
+        holes = hole_group if polygon.role == "tumour" else group
+        for ring, ring_group in [(polygon.exterior, group)] + [(h, holes) for h in polygon.holes]:
+            role = polygon.role if ring_group == group else ("normal" if holes.lower() == "normal" else "exclusion")
             groups.setdefault(ring_group, ASAP_GROUP_COLOURS[role])
             lines.append(f'\t\t<Annotation Name="Annotation {k}" Type="Polygon" PartOfGroup={quoteattr(ring_group)} '
                          f'Color="{groups[ring_group]}">')
@@ -190,9 +193,9 @@ def asap_xml(polygons: list[Polygon]) -> str:
     return "\n".join(lines)
 
 
-def write_asap_xml(path: str | Path, polygons: list[Polygon]) -> Path:
+def write_asap_xml(path: str | Path, polygons: list[Polygon], hole_group: str = "Exclusion") -> Path:
     """Write :func:`asap_xml` atomically."""
-    write_text(path, asap_xml(polygons))
+    write_text(path, asap_xml(polygons, hole_group))
     return Path(path)
 
 

@@ -119,14 +119,21 @@ def make_competition(
     shift: float = 0.0,
     mask_downsample: int = MASK_DOWNSAMPLE,
     progress: bool = False,
+    layout: str = "help",
 ) -> Path:
-    """Write a synthetic competition in the HeLP layout under ``out`` and return ``out``.
+    """Write a synthetic competition in the HeLP layout under ``out`` and return ``out``
+    (``layout`` 'camelyon16' / 'camelyon17': that layout instead, ``helpkit.synth.layouts``).
 
     Train slides have the phase-1 look; ``shift`` moves the test slides' staining and
     scanner appearance (0 none, 1 about as far as HeLP phase 2 moved from phase 1).
     Writing again into a folder made by this function replaces its competition.
     """
     out = Path(out)
+    if layout != "help":
+        from helpkit.synth.layouts import make_layout_competition
+
+        return make_layout_competition(out, layout, n_train=n_train, n_test=n_test, size=size, seed=seed,
+                                       shift=shift, mask_downsample=mask_downsample, progress=progress)
     if n_train < 2:
         raise HelpkitError(f"need at least 2 training slides (one per class), got {n_train}", out)
     if n_test < 1:
