@@ -130,18 +130,23 @@ def quadratic_kappa(reference: Sequence[str], predicted: Sequence[str]) -> float
     return float(cohen_kappa_score(ref, pred, labels=list(STAGES), weights="quadratic"))
 
 
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A CSV with a header, every cell a string; a HelpkitError names the file."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise HelpkitError(f"{what} file not found", path) from err
+    except (OSError, ValueError) as err:
+        raise HelpkitError(f"cannot read {what} CSV ({err})", path) from err
+
+
 def read_stage_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     """A CAMELYON17 stage CSV: (patient -> pN stage, slide -> node label), names without suffix.
 
     Column names are free (the first two columns are read); a bad label names its line.
     """
     path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError as err:
-        raise HelpkitError("stage file not found", path) from err
-    except (OSError, ValueError) as err:
-        raise HelpkitError(f"cannot read stage CSV ({err})", path) from err
+    table = _read_csv(path, "stage")
     if table.shape[1] < 2:
         raise HelpkitError("expected two columns: patient (or slide), stage", path)
     patients: dict[str, str] = {}
@@ -167,12 +172,7 @@ def read_node_predictions(path: str | Path, thresholds: Sequence[float] | None =
     ``thresholds``, or a ``stage``/``label`` column of node labels (a CAMELYON17 stage CSV
     too: patient rows are skipped)."""
     path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError as err:
-        raise HelpkitError("predictions file not found", path) from err
-    except (OSError, ValueError) as err:
-        raise HelpkitError(f"cannot read predictions CSV ({err})", path) from err
+    table = _read_csv(path, "predictions")
     if table.empty:
         raise HelpkitError("no predictions", path)
     slides = table.iloc[:, 0].astype(str).map(_stem)
