@@ -87,7 +87,7 @@ def _ensemble_params(config: SubmissionConfig) -> dict[str, Any]:
 
 def train(
     data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None,
-    strict: bool = False,
+    strict: bool = False, layout: str | None = None,
 ) -> dict[str, Any]:
     """Run the train stage; returns (and writes to ``pipeline.json``) what it did. Training-label
     problems are warned about and their slides left out of patch training (``strict``: errors)."""
@@ -100,7 +100,7 @@ def train(
     started = time.monotonic()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    slides = check_labels(discover(data_dir, "train"), strict)
+    slides = check_labels(discover(data_dir, "train", layout), strict)
     log(f"train stage: {len(slides)} slides ({int((slides['label'] == 1).sum())} positive)")
     timings: dict[str, float] = {}
     run_dirs = _run_dirs(model_dir, config, Path(submission_dir) if submission_dir else None)
@@ -119,7 +119,7 @@ def train(
 
     t0 = time.monotonic()
     heatmap_dir = model_dir / "heatmaps"
-    counts = make_heatmaps(run_dirs, slide_records(data_dir), heatmap_dir, Options())
+    counts = make_heatmaps(run_dirs, slide_records(data_dir, layout=layout), heatmap_dir, Options())
     timings["heatmaps"] = time.monotonic() - t0
     log(f"out-of-fold heatmaps: {counts}")
 
@@ -161,6 +161,7 @@ def inference_dir(work_dir: Path, slide_ids: list[str]) -> Path:
 
 def inference_features(
     data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, work_dir: str | Path | None = None,
+    layout: str | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Heatmaps and slide features of the test slides under ``data_dir``, made in the work dir.
 
@@ -177,7 +178,7 @@ def inference_features(
     if not meta_path.is_file():
         raise HelpkitError("no trained pipeline here: run the train stage first", meta_path)
     runs = json.loads(meta_path.read_text())["runs"]
-    records = slide_records(data_dir, "test")
+    records = slide_records(data_dir, "test", layout)
     slide_ids = [r.slide_id for r in records]
     work = inference_dir(Path(work_dir) if work_dir is not None else default_work_dir(), slide_ids)
     log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}; scratch in {work}")
@@ -189,7 +190,7 @@ def inference_features(
 
 def infer(
     data_dir: str | Path, model_dir: str | Path, output_csv: str | Path, config: SubmissionConfig,
-    work_dir: str | Path | None = None,
+    work_dir: str | Path | None = None, layout: str | None = None,
 ) -> pd.Series:
     """Run the inference stage; every test slide gets a row in ``output_csv``.
 
@@ -199,7 +200,7 @@ def infer(
     from helpkit.ensemble import load_ensemble
     from helpkit.scoring import write_predictions
 
-    features, work = inference_features(data_dir, model_dir, config, work_dir)
+    features, work = inference_features(data_dir, model_dir, config, work_dir, layout)
     slide_ids = list(features.index)
     failed_cols = [f"{spec.name}__failed" for spec in config.models]
     all_failed = features[failed_cols].fillna(1).astype(bool).all(axis=1)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import geometry_options
+from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
 
@@ -41,6 +41,7 @@ def index(
     strict: Annotated[bool, typer.Option(
         "--strict", help="Training-label problems (a mask that contradicts its class folder, a class folder "
         "not in lower case) are errors, not warnings.")] = False,
+    layout: LayoutOption = "auto",
     geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Index slides: tissue, patch grid, labels from the tumour masks, per-slide sampling.
@@ -52,7 +53,7 @@ def index(
     from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
 
-    slides = check_labels(discover(data, None if split is Split.all else split.value), strict)
+    slides = check_labels(discover(data, None if split is Split.all else split.value, layout), strict)
     config = IndexConfig(geometry=geometry, tumour_threshold=tumour_threshold, min_tissue=min_tissue,
                          max_per_class=max_per_class, balance=balance, seed=seed)
     result = index_dataset(slides, config)

@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
+from helpkit.cli.options import LayoutOption
+
 
 def heatmap(
     model: Annotated[
         list[Path],
         typer.Option("--model", "-m", help="Training run folder (helpkit train --out); repeat for several models."),
     ],
-    data: Annotated[Path, typer.Option(help="Dataset root in the HeLP layout (train/, test/).")],
+    data: Annotated[Path, typer.Option(help="Dataset root (train/, test/; or a CAMELYON layout, see --layout).")],
     out: Annotated[Path, typer.Option(help="HEATMAP_DIR: writes <out>/<model>/<slide_id>.npz.")],
     stride: Annotated[
         int | None, typer.Option(help="Grid stride in pixels at the model's mpp (default: the run's stride).")
@@ -26,6 +28,7 @@ def heatmap(
         bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute heatmaps that are already current.")] = False,
+    layout: LayoutOption = "auto",
 ) -> None:
     """Heatmap every tissue patch of every slide, out of fold: a training slide is scored by the
     fold model that held it out, a test slide by the mean of all fold models."""
@@ -35,7 +38,7 @@ def heatmap(
     if batch <= 0 or (stride is not None and stride <= 0) or (workers is not None and workers <= 0):
         raise HelpkitError("--batch, --stride and --workers must be positive")
     counts = make_heatmaps(
-        model, slide_records(data), out,
+        model, slide_records(data, layout=layout), out,
         Options(stride=stride, batch_size=batch, workers=workers, png=png, force=force),
     )
     typer.echo(f"heatmaps: {counts['written']} written, {counts['skipped']} already current, "

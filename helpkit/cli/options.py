@@ -13,6 +13,13 @@ import typer
 
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
 
+LAYOUT_HELP = ("Data layout: auto (detect), help (HeLP: train/image/{positive,negative}, test/), camelyon16 "
+               "(training/{tumor,normal}, lesion_annotations, testing/images) or camelyon17 "
+               "(center_K/patient_NNN_node_M, stage CSV).")
+
+LayoutOption = Annotated[str, typer.Option("--layout", help=LAYOUT_HELP)]
+"""``--layout`` of every command that discovers slides (``helpkit.layouts``)."""
+
 
 def geometry_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the geometry options in place of its ``geometry: PatchGeometry`` parameter."""

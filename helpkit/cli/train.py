@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import geometry_options
+from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
 
@@ -28,11 +28,11 @@ def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
 
 
 def _index_from_data(data: Path, geometry: PatchGeometry, max_per_class: int | None, seed: int,
-                     strict: bool = False):
+                     strict: bool = False, layout: str | None = None):
     from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset
 
-    slides = check_labels(discover(data, "train"), strict)
+    slides = check_labels(discover(data, "train", layout), strict)
     result = index_dataset(slides, IndexConfig(geometry=geometry, max_per_class=max_per_class, seed=seed))
     for slide_id, error in result.failures:
         typer.echo(f"helpkit: failed: {slide_id}: {error}", err=True)
@@ -67,6 +67,7 @@ def train(
     strict: Annotated[bool, typer.Option(
         "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
         "a class folder not in lower case) are errors, not warnings.")] = False,
+    layout: LayoutOption = "auto",
     geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
@@ -86,7 +87,7 @@ def train(
         patches = _read_index(index)
     else:
         build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
-        patches = _index_from_data(data, geometry, max_per_class, seed, strict)
+        patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
                          learning_rate=learning_rate, seed=seed, cache=cache)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S

@@ -123,11 +123,12 @@ class SlideRecord:
     label: float
 
 
-def slide_records(data_dir: str | Path, split: str | None = None) -> list[SlideRecord]:
-    """Every slide under ``data_dir`` (HeLP layout), or every one of ``split``, with its label where known."""
+def slide_records(data_dir: str | Path, split: str | None = None, layout: str | None = None) -> list[SlideRecord]:
+    """Every slide under ``data_dir`` (any layout ``helpkit.data.discover`` reads), or every one of
+    ``split``, with its label where known."""
     from helpkit.data import discover
 
-    table = discover(data_dir, split)
+    table = discover(data_dir, split, layout)
     return [
         SlideRecord(
             slide_id=str(r.slide_id),
