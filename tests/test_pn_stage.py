@@ -130,5 +130,5 @@ def test_cli_pn_stage_with_thresholds(tmp_path: Path) -> None:
 
 def test_bad_reference_label_names_its_line(tmp_path: Path) -> None:
     (tmp_path / "ref.csv").write_text("patient,stage\npatient_000.zip,pN3\n")
-    with pytest.raises(HelpkitError, match="line 2: unknown pN stage"):
+    with pytest.raises(HelpkitError, match="row 2: patient stage 'pN3'"):
         read_stage_csv(tmp_path / "ref.csv")

@@ -5,7 +5,8 @@ From class probabilities a node takes the most probable class (ties: the lower c
 from a single score and three increasing thresholds t1 < t2 < t3 it is negative below t1,
 itc below t2, micro below t3, macro from t3 on.
 
-Patient stage from its nodes (CAMELYON17's rules; ITC nodes are not counted as positive):
+Patient stage from its nodes (CAMELYON17's rules, ``helpkit.layouts.pn_stage``; ITC nodes are
+not counted as positive):
 
 - pN0: no ITC, micro- or macro-metastasis in any node;
 - pN0(i+): only ITCs;
@@ -14,7 +15,7 @@ Patient stage from its nodes (CAMELYON17's rules; ITC nodes are not counted as p
 - pN2: metastases in 4 or more nodes (CAMELYON17's 5 nodes a patient; its stage list
   stops at pN2), at least one macro.
 
-Files use CAMELYON17's stage CSV: a header, then ``patient,stage`` rows: ``patient_000.zip``
+Files use CAMELYON17's stage CSV (read by ``helpkit.layouts.read_stage_csv``): a header, then ``patient,stage`` rows: ``patient_000.zip``
 with its pN stage and ``patient_000_node_0.tif`` with its node label. Names are compared
 without the ``.zip`` / ``.tif`` suffix and case-insensitively for labels. The score is
 Cohen's kappa with quadratic weights over the five stages in the order above
@@ -33,9 +34,10 @@ import pandas as pd
 
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
-
-NODE_LABELS = ("negative", "itc", "micro", "macro")
-STAGES = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
+from helpkit.layouts import PN_STAGES as STAGES
+from helpkit.layouts import SIZE_CLASSES as NODE_LABELS
+from helpkit.layouts import pn_stage
+from helpkit.layouts import read_stage_csv as read_stages
 _NODE = re.compile(r"^(?P<patient>.+?)_node_\d+$", re.IGNORECASE)
 
 
@@ -71,16 +73,9 @@ def stage_label(value: str) -> str:
 
 
 def patient_stage(nodes: Iterable[str]) -> str:
-    """The pN stage of a patient from its node labels (module docstring)."""
-    labels = [node_label(n) for n in nodes]
-    positive = sum(label in ("micro", "macro") for label in labels)
-    if "macro" in labels:
-        return "pN1" if positive <= 3 else "pN2"
-    if "micro" in labels:
-        return "pN1mi"
-    if "itc" in labels:
-        return "pN0(i+)"
-    return "pN0"
+    """The pN stage of a patient from its node labels (``helpkit.layouts.pn_stage``, after
+    checking each label)."""
+    return pn_stage([node_label(n) for n in nodes])
 
 
 def labels_from_probabilities(probabilities: pd.DataFrame) -> pd.Series:
@@ -130,40 +125,11 @@ def quadratic_kappa(reference: Sequence[str], predicted: Sequence[str]) -> float
     return float(cohen_kappa_score(ref, pred, labels=list(STAGES), weights="quadratic"))
 
 
-def _read_csv(path: Path, what: str) -> pd.DataFrame:
-    """A CSV with a header, every cell a string; a HelpkitError names the file."""
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError as err:
-        raise HelpkitError(f"{what} file not found", path) from err
-    except (OSError, ValueError) as err:
-        raise HelpkitError(f"cannot read {what} CSV ({err})", path) from err
-
-
 def read_stage_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
-    """A CAMELYON17 stage CSV: (patient -> pN stage, slide -> node label), names without suffix.
-
-    Column names are free (the first two columns are read); a bad label names its line.
-    """
-    path = Path(path)
-    table = _read_csv(path, "stage")
-    if table.shape[1] < 2:
-        raise HelpkitError("expected two columns: patient (or slide), stage", path)
-    patients: dict[str, str] = {}
-    nodes: dict[str, str] = {}
-    for line, (name, value) in enumerate(zip(table.iloc[:, 0], table.iloc[:, 1], strict=True), start=2):
-        stem = _stem(name)
-        try:
-            if _NODE.match(stem):
-                target, label = nodes, node_label(value)
-            else:
-                target, label = patients, stage_label(value)
-        except HelpkitError as err:
-            raise HelpkitError(f"line {line}: {err.message}", path) from None
-        if stem in target:
-            raise HelpkitError(f"line {line}: {stem!r} appears twice", path)
-        target[stem] = label
-    return patients, nodes
+    """A CAMELYON17 stage CSV (``helpkit.layouts.read_stage_csv``) as (patient -> pN stage,
+    slide -> node label), names without suffix."""
+    stages = read_stages(path)
+    return stages.patients.to_dict(), stages.slides.to_dict()
 
 
 def read_node_predictions(path: str | Path, thresholds: Sequence[float] | None = None) -> dict[str, str]:
@@ -172,7 +138,12 @@ def read_node_predictions(path: str | Path, thresholds: Sequence[float] | None =
     ``thresholds``, or a ``stage``/``label`` column of node labels (a CAMELYON17 stage CSV
     too: patient rows are skipped)."""
     path = Path(path)
-    table = _read_csv(path, "predictions")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise HelpkitError("predictions file not found", path) from err
+    except (OSError, ValueError) as err:
+        raise HelpkitError(f"cannot read predictions CSV ({err})", path) from err
     if table.empty:
         raise HelpkitError("no predictions", path)
     slides = table.iloc[:, 0].astype(str).map(_stem)
