@@ -15,7 +15,8 @@ scores. Per slide:
    ``x = origin_x + col * stride0 + patch_size0 // 2`` (likewise y), integers.
 
 The level-0 mpp comes from the heatmap's ``mpp`` key; when it is missing (NaN) the
-``FALLBACK_MPP`` below is assumed and the slide is counted in ``lesions.json``.
+``FALLBACK_MPP`` the slide reader assumed for it (``helpkit.slide.geometry``) is used too, and
+the slide is marked in ``lesions.json``.
 
 Files: ``OUT/<slide_id>.csv`` in the CAMELYON16 submission format (no header; rows
 ``confidence,x,y``; a slide with no detection gets an empty file, so it still counts in the
@@ -36,9 +37,7 @@ import numpy as np
 from helpkit.errors import HelpkitError
 from helpkit.heatmap.store import Heatmap, read_heatmap
 from helpkit.io import atomic_path, write_json
-
-FALLBACK_MPP = 0.25
-"""Level-0 microns per pixel assumed when a heatmap's ``mpp`` is NaN (a 40x scan)."""
+from helpkit.slide.geometry import FALLBACK_MPP
 
 FLOOR = 0.5
 """Smoothed probability below which no lesion is reported."""
