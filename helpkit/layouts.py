@@ -175,6 +175,35 @@ def layout_parts(root: str | Path, layout: str | None = None) -> Parts:
     raise HelpkitError("unknown layout: expected " + "; or ".join(f"{n}: {EXPECTED[n]}" for n in wanted), root)
 
 
+def platform_folders(root: str | Path) -> tuple[Path, Path]:
+    """(the folder the platform mounts as /data/train, the one it mounts as /data/test) of a
+    competition root in any layout: ``train``/``test`` for HeLP, ``training``/``testing/images``
+    for CAMELYON16, ``training``/``testing`` for CAMELYON17; ``root/train``, ``root/test`` when
+    ``root`` is in no layout (the caller's checks then name what is missing)."""
+    root = Path(root)
+    try:
+        parts = layout_parts(root)
+    except HelpkitError:
+        return root / "train", root / "test"
+    return parts.train or root / "train", parts.test or root / "test"
+
+
+def labels_file(root: str | Path) -> Path:
+    """The held-out test labels of a competition root: ``labels.csv``, ``reference.csv`` or the
+    test stage CSV (the HeLP ``labels.csv`` path when there is none)."""
+    root = Path(root)
+    try:
+        labels = layout_parts(root).labels
+    except HelpkitError:
+        labels = None
+    return labels or root / "labels.csv"
+
+
+def nested_slide_ids(folder: str | Path) -> list[str]:
+    """The ids of the slides in a CAMELYON17 folder's centre folders, sorted ([] when it has none)."""
+    return sorted(slide_id for slide_id, _ in _c17_slides(Path(folder)))
+
+
 def _is_help(root: Path) -> bool:
     return (root / "train").is_dir() or (root / "test").is_dir() or (root / "image").is_dir() or bool(_slides(root))
 

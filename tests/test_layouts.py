@@ -141,3 +141,18 @@ def test_help_layout_unchanged(tiny_competition: Path) -> None:
     assert len(discover(tiny_competition, layout="help")) == 6
     with pytest.raises(HelpkitError, match="camelyon16"):
         discover(tiny_competition, layout="camelyon16")
+
+
+def test_validator_mounts_the_camelyon_folders(c16: Path, c17: Path) -> None:
+    from helpkit.layouts import labels_file, platform_folders
+    from helpkit.submission.contract import stage_mounts
+    from helpkit.submission.paths import PLATFORM
+    from helpkit.submission.validate import expected_test_ids
+
+    assert platform_folders(c16) == (c16 / "training", c16 / "testing/images")
+    assert stage_mounts("train", c16, Path("/m"), Path("/o"))[PLATFORM.train] == (c16 / "training", "ro")
+    assert stage_mounts("inference", c16, Path("/m"), Path("/o"))[PLATFORM.test] == (c16 / "testing/images", "ro")
+    assert labels_file(c16) == c16 / "testing/reference.csv"
+    assert platform_folders(c17) == (c17 / "training", c17 / "testing")
+    assert expected_test_ids(c17 / "testing") == ["patient_100_node_0"]
+    assert expected_test_ids(c16 / "testing/images") == ["test_001", "test_002"]

@@ -385,10 +385,13 @@ def stage_mounts(stage: Stage, data_dir: Path, model_dir: Path, output_dir: Path
                  model_writable: bool = False) -> dict[str, tuple[Path, str]]:
     """The platform's mounts for a stage: data read-only; model writable in training, read-only in
     inference unless ``model_writable`` (limits.model_writable_in_inference); output writable."""
+    from helpkit.layouts import platform_folders  # CAMELYON16: training/ and testing/images
+
+    train, test = platform_folders(data_dir)
     if stage == "train":
-        return {PLATFORM.train: (data_dir / "train", "ro"), PLATFORM.model: (model_dir, "rw")}
+        return {PLATFORM.train: (train, "ro"), PLATFORM.model: (model_dir, "rw")}
     return {
-        PLATFORM.test: (data_dir / "test", "ro"),
+        PLATFORM.test: (test, "ro"),
         PLATFORM.model: (model_dir, "rw" if model_writable else "ro"),
         PLATFORM.output: (output_dir, "rw"),
     }

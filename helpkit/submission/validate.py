@@ -206,7 +206,9 @@ def _check_output(csv_path: Path, test_ids: list[str], data_dir: Path, report: V
         return {}
     checked: dict[str, Any] = {"rows": len(predictions.scores), "expected": len(test_ids),
                                "warnings": check.warnings, "score": None}
-    labels_path = data_dir / "labels.csv"
+    from helpkit.layouts import labels_file
+
+    labels_path = labels_file(data_dir)  # labels.csv, or CAMELYON's reference.csv / test stage CSV
     if labels_path.is_file():
         labels = read_labels(labels_path).reindex(predictions.scores.index)
         known = labels.notna()
@@ -226,6 +228,10 @@ def expected_test_ids(test_dir: Path) -> list[str]:
     from helpkit.data import slide_ids
 
     ids = slide_ids(test_dir)
+    if not ids:  # CAMELYON17: the slides sit in centre folders
+        from helpkit.layouts import nested_slide_ids
+
+        ids = nested_slide_ids(test_dir)
     if not ids:
         raise HelpkitError("no test slides found", test_dir)
     return ids
@@ -262,7 +268,8 @@ def validate(
     """Validate a submission (a name under submissions/, its toml, or a build context folder).
 
     ``data_dir`` is a competition in the HeLP layout (``train/``, ``test/``, optional
-    ``labels.csv``). Stages write into ``work_dir/model`` and ``work_dir/output`` (a temporary
+    ``labels.csv``) or a CAMELYON one (``helpkit.layouts.platform_folders``: CAMELYON16's
+    ``training/`` and ``testing/images`` are mounted as /data/train and /data/test). Stages write into ``work_dir/model`` and ``work_dir/output`` (a temporary
     folder when None). ``extra_tests`` maps a name to another competition root whose
     ``test/`` gets its own inference stage from the same trained model (the platform's
     phase 2), written to ``work_dir/output-<name>``; when the model is writable in inference,
@@ -275,12 +282,15 @@ def validate(
     from helpkit.submission.contract import run_stage, stage_mounts
     from helpkit.submission.engine import client
 
+    from helpkit.layouts import platform_folders
+
     data_dir = Path(data_dir)
-    for split in ("train", "test"):
-        if not (data_dir / split).is_dir():
-            raise HelpkitError(f"the data folder has no {split}/ (expected the HeLP layout)", data_dir)
+    for split, folder in zip(("train", "test"), platform_folders(data_dir)):
+        if not folder.is_dir():
+            raise HelpkitError(f"the data folder has no {split} folder (expected {folder.name}/ "
+                               "of the HeLP or a CAMELYON layout)", data_dir)
     test_sets = {"": data_dir, **{name: Path(root) for name, root in (extra_tests or {}).items()}}
-    test_ids = {name: expected_test_ids(root / "test") for name, root in test_sets.items()}
+    test_ids = {name: expected_test_ids(platform_folders(root)[1]) for name, root in test_sets.items()}
     report_path = Path(report_path) if report_path is not None else None
     report = ValidationReport(submission=str(target), data=str(data_dir))
     engine = client()
