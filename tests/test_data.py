@@ -255,3 +255,13 @@ def test_label_checks_warn_exclude_and_strict(
         check_labels(slides, strict=True)
     clean = slides[slides["slide_id"].isin(["Slide001", "Slide004"])]
     assert check_labels(clean, strict=True).equals(clean.reset_index(drop=True))
+
+
+def test_a_folder_without_dicom_is_not_a_slide(tmp_path: Path) -> None:
+    from helpkit.slide import SlideReader
+
+    touch(tmp_path / "Slide001/Data0000.dat")
+    with pytest.raises(HelpkitError, match="a folder is one only when it holds a DICOM series") as info:
+        SlideReader(tmp_path / "Slide001")
+    assert info.value.path == tmp_path / "Slide001"
+    assert slide_ids(tmp_path) == []
