@@ -131,10 +131,12 @@ def test_cli_writes_a_csv_per_slide_and_a_summary(tmp_path: Path) -> None:
     prob[5, 5] = 0.95
     write_heatmap(heatmap_path(tmp_path / "hm", "m", "s1"), make_heatmap(prob, "s1"))
     write_heatmap(heatmap_path(tmp_path / "hm", "m", "s2"), make_heatmap(grid(), "s2", mpp=None))
+    write_heatmap(heatmap_path(tmp_path / "hm", "m", "t1"), make_heatmap(prob, "t1", split="train"))
     result = CliRunner().invoke(app, ["lesions", str(tmp_path / "hm"), "--out", str(tmp_path / "les"),
-                                      "--sigma", "0"])
+                                      "--sigma", "0", "--split", "test"])
     assert result.exit_code == 0, result.output
     assert "1 detections on 2 slides" in result.output and "1 slides without mpp" in result.output
+    assert "1 slides of another split left out" in result.output and not (tmp_path / "les" / "t1.csv").exists()
     assert read_detections(tmp_path / "les" / "s1.csv").x.tolist() == [centre(5, 5)[0]]
     assert (tmp_path / "les" / "s2.csv").read_text() == ""
     summary = json.loads((tmp_path / "les" / "lesions.json").read_text())

@@ -24,6 +24,9 @@ def lesions(
     mpp: Annotated[
         float | None, typer.Option(help="Level-0 um/px for every slide (default: each heatmap's, else 0.25).")
     ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Only the heatmaps of this split (test: what CAMELYON16 scores).")
+    ] = None,
 ) -> None:
     """Lesion detections from heatmaps, for CAMELYON16's FROC (helpkit score --froc): local
     maxima of the smoothed probability map above --floor, non-maximum suppression at --radius
@@ -43,10 +46,13 @@ def lesions(
         raise HelpkitError(f"heatmaps of {len(models)} models ({', '.join(sorted(models))}): pick one with --model",
                            heatmap_dir)
     options = LesionOptions(floor=floor, radius_um=radius, sigma_um=sigma, mpp=mpp)
-    counts = write_lesions(models[name], out, options, model=name)
+    if split is not None and split not in ("train", "test"):
+        raise HelpkitError(f"--split must be train or test, got {split!r}")
+    counts = write_lesions(models[name], out, options, model=name, split=split)
     typer.echo(f"lesions: {counts['detections']} detections on {counts['slides']} slides of model {name} in {out}"
                + (f"; {counts['failed']} slides without a heatmap (empty files)" if counts["failed"] else "")
-               + (f"; {counts['fallback_mpp']} slides without mpp (assumed)" if counts["fallback_mpp"] else ""))
+               + (f"; {counts['fallback_mpp']} slides without mpp (assumed)" if counts["fallback_mpp"] else "")
+               + (f"; {counts['other_split']} slides of another split left out" if counts["other_split"] else ""))
 
 
 def register(app: typer.Typer) -> None:

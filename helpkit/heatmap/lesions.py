@@ -183,19 +183,23 @@ def read_summary(lesions_dir: str | Path) -> dict:
 
 
 def write_lesions(heatmaps: Sequence[Path], out: str | Path, options: LesionOptions = LesionOptions(),
-                  model: str = "") -> dict[str, int]:
-    """Detect lesions in each heatmap file; write ``OUT/<slide_id>.csv`` and ``OUT/lesions.json``.
+                  model: str = "", split: str | None = None) -> dict[str, int]:
+    """Detect lesions in each heatmap file (only those of ``split`` when given); write
+    ``OUT/<slide_id>.csv`` and ``OUT/lesions.json``.
 
     Returns counts: slides, detections, failed (heatmaps recording an error: empty CSV),
-    fallback_mpp (slides whose mpp was assumed).
+    fallback_mpp (slides whose mpp was assumed), other_split (heatmaps left out).
     """
     from helpkit.progress import track
 
     out = Path(out)
     slides: dict[str, dict] = {}
-    counts = {"slides": 0, "detections": 0, "failed": 0, "fallback_mpp": 0}
+    counts = {"slides": 0, "detections": 0, "failed": 0, "fallback_mpp": 0, "other_split": 0}
     for path in track(list(heatmaps), "lesions"):
         heatmap = read_heatmap(path)
+        if split is not None and heatmap.split != split:
+            counts["other_split"] += 1
+            continue
         if heatmap.slide_id in slides:
             raise HelpkitError(f"slide {heatmap.slide_id!r} has two heatmaps", path)
         found = detect(heatmap, options)
@@ -211,6 +215,6 @@ def write_lesions(heatmaps: Sequence[Path], out: str | Path, options: LesionOpti
         counts["fallback_mpp"] += source == "fallback"
     write_json(out / SUMMARY, {
         "schema_version": 1, "model": model, "floor": options.floor, "radius_um": options.radius_um,
-        "sigma_um": options.sigma_um, "fallback_mpp": FALLBACK_MPP, "slides": slides,
+        "sigma_um": options.sigma_um, "fallback_mpp": FALLBACK_MPP, "split": split, "slides": slides,
     })
     return counts
