@@ -106,8 +106,10 @@ def _clear(out: Path) -> None:
         return
     if not (out / "synth.json").is_file():
         raise HelpkitError("folder is not empty and holds no synth.json; choose a new folder", out)
-    for name in ("train", "test", "truth"):
+    for name in ("train", "test", "truth", "training", "testing"):  # an earlier competition in any layout
         shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("labels.csv", "test_stage_labels.csv"):
+        (out / name).unlink(missing_ok=True)
 
 
 def make_competition(
@@ -129,11 +131,6 @@ def make_competition(
     Writing again into a folder made by this function replaces its competition.
     """
     out = Path(out)
-    if layout != "help":
-        from helpkit.synth.layouts import make_layout_competition
-
-        return make_layout_competition(out, layout, n_train=n_train, n_test=n_test, size=size, seed=seed,
-                                       shift=shift, mask_downsample=mask_downsample, progress=progress)
     if n_train < 2:
         raise HelpkitError(f"need at least 2 training slides (one per class), got {n_train}", out)
     if n_test < 1:
@@ -144,7 +141,14 @@ def make_competition(
         raise HelpkitError(f"seed must be >= 0, got {seed}", out)
     if mask_downsample < 1:
         raise HelpkitError(f"mask downsample must be >= 1, got {mask_downsample}", out)
+    if layout not in ("help", "camelyon16", "camelyon17"):
+        raise HelpkitError(f"unknown synthetic layout {layout!r}: choose help, camelyon16 or camelyon17")
     _clear(out)
+    if layout != "help":
+        from helpkit.synth.layouts import make_layout_competition
+
+        return make_layout_competition(out, layout, n_train=n_train, n_test=n_test, size=size, seed=seed,
+                                       shift=shift, mask_downsample=mask_downsample, progress=progress)
     rng = np.random.default_rng([seed, 0xC0])
     order = [("train", label) for label in _labels(rng, n_train)]
     order += [("test", label) for label in _labels(rng, n_test)]

@@ -24,7 +24,6 @@ and ``synth.json`` as for the HeLP layout, with ``layout``, each slide's ``size_
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import numpy as np
 from scipy import ndimage
 
 from helpkit.defaults import MASK_DOWNSAMPLE
-from helpkit.errors import HelpkitError
 from helpkit.io import write_json, write_text
 from helpkit.layouts import pn_stage, size_class
 from helpkit.progress import track
@@ -44,19 +42,11 @@ NODES = 5
 
 CENTRES = 5
 
-LAYOUT_FOLDERS = ("training", "testing", "truth")
-
-
-def _clear(out: Path) -> None:
-    """New, empty, or an earlier synthetic competition whose slide folders are removed."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not (out / "synth.json").is_file():
-        raise HelpkitError("folder is not empty and holds no synth.json; choose a new folder", out)
-    for name in (*LAYOUT_FOLDERS, "train", "test"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("labels.csv", "test_stage_labels.csv"):
-        (out / name).unlink(missing_ok=True)
+def truth_folder(root: str | Path, layout: str) -> Path:
+    """Where a synthetic competition keeps its test slides' held-out annotations."""
+    root = Path(root)
+    return {"help": root / "truth/mask", "camelyon16": root / "testing/lesion_annotations"}.get(
+        layout, root / "truth/lesion_annotations")
 
 
 def _exclusion_square(mask: np.ndarray, polygon_mask: np.ndarray, downsample: int) -> Polygon | None:
@@ -106,16 +96,12 @@ def make_layout_competition(
     mask_downsample: int = MASK_DOWNSAMPLE,
     progress: bool = False,
 ) -> Path:
-    """Write a synthetic competition in the ``layout`` ('camelyon16' or 'camelyon17') layout."""
-    from helpkit.synth.competition import MIN_SIZE, MPP, _labels, make_slide
+    """Write a synthetic competition in the ``layout`` ('camelyon16' or 'camelyon17') layout into
+    ``out``, which ``helpkit.synth.competition.make_competition`` has checked the arguments of and
+    cleared (call that, with ``layout``)."""
+    from helpkit.synth.competition import MPP, _labels, make_slide
 
     out = Path(out)
-    if layout not in ("camelyon16", "camelyon17"):
-        raise HelpkitError(f"unknown synthetic layout {layout!r}: choose help, camelyon16 or camelyon17")
-    if n_train < 2 or n_test < 1 or size < MIN_SIZE or seed < 0 or mask_downsample < 1:
-        raise HelpkitError(f"need --train >= 2, --test >= 1, --size >= {MIN_SIZE}, --seed >= 0, "
-                           f"mask downsample >= 1 (got {n_train}, {n_test}, {size}, {seed}, {mask_downsample})", out)
-    _clear(out)
     rng = np.random.default_rng([seed, 0xC0])
     order = [("train", label) for label in _labels(rng, n_train)]
     order += [("test", label) for label in _labels(rng, n_test)]
