@@ -102,8 +102,9 @@ def tissue_mask(
     **thresholds: float,
 ) -> TissueMask:
     """The tissue mask of a slide at about ``mpp`` microns per pixel, from the level
-    :func:`tissue_level` picks; a level two or more times finer (a slide with few levels) is
-    first reduced by the whole factor, area-averaged.
+    :func:`tissue_level` picks; a level eight or more times finer (a slide with few levels, a
+    single-level slide) is first reduced by the whole factor, area-averaged, which bounds its
+    memory. A level within 8x of ``mpp`` is used as it is (a small pyramid's coarsest).
 
     Object and hole sizes are level-0 areas, so the result does not depend on which
     level the slide happens to have; ``thresholds`` go to :func:`tissue_from_rgb`.
@@ -112,7 +113,7 @@ def tissue_mask(
     ds = reader.level_downsamples[level]
     rgb = reader.read_level(level)
     factor = int(mpp / reader.base_mpp * (1 + MPP_TOLERANCE) / ds)
-    if factor >= 2:
+    if factor >= 8:
         from PIL import Image
 
         rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
