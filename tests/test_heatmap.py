@@ -362,3 +362,13 @@ def test_same_name_new_content_is_recomputed_and_equals_a_fresh_run(tmp_path: Pa
     assert second.key != first.key and second.key == fresh.key
     assert not np.array_equal(second.prob, first.prob, equal_nan=True)
     np.testing.assert_array_equal(second.prob, fresh.prob)
+
+
+def test_a_changed_label_is_recomputed(tmp_path: Path, dataset) -> None:
+    """labels.csv corrected: the heatmap (which records the label features are fitted on) is redone."""
+    slides, run_dir = dataset
+    out = tmp_path / "hm"
+    make_heatmaps([run_dir], slides[:1], out, Options(), constant_predictor([]))
+    relabelled = SlideRecord(slides[0].slide_id, slides[0].path, "train", 1.0)
+    assert make_heatmaps([run_dir], [relabelled], out, Options(), constant_predictor([]))["written"] == 1
+    assert read_heatmap(heatmap_path(out, "a", slides[0].slide_id)).label == 1.0

@@ -65,10 +65,12 @@ def file_identity(path: str | Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
 
 
-def heatmap_key(slide_path: str | Path, run: Run, folds: list[int], geometry: PatchGeometry) -> str:
-    """What a heatmap is made from, as one digest: slide file, model name, fold model files, geometry."""
+def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchGeometry) -> str:
+    """What a heatmap is made from, as one digest: the slide file and what is recorded of it
+    (id, split, label), the model name, its fold model files and the geometry."""
     parts = {
-        "slide": file_identity(slide_path),
+        "slide": file_identity(slide.path),
+        "record": [slide.slide_id, slide.split, None if math.isnan(slide.label) else slide.label],
         "model": run.name,
         "folds": {str(k): file_identity(run.fold(k).model_path) for k in sorted(folds)},
         "geometry": geometry.to_dict(),
@@ -195,7 +197,7 @@ def make_heatmaps(
             plan = []
             for run in runs:
                 folds = out_of_fold(run, slide.slide_id)
-                plan.append((run, folds, heatmap_key(slide.path, run, folds, heatmap_geometry(run, options))))
+                plan.append((run, folds, heatmap_key(slide, run, folds, heatmap_geometry(run, options))))
             todo = [
                 (run, folds, key) for run, folds, key in plan
                 if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options)
