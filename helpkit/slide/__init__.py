@@ -15,6 +15,7 @@ _EXPORTS = {
     "is_slide_file": "reader",
     "TissueMask": "tissue",
     "tissue_mask": "tissue",
+    "PatchGeometry": "geometry",
     "GridSpec": "grid",
     "grid_for": "grid",
     "patch_table": "grid",
