@@ -232,3 +232,32 @@ def test_froc_bad_inputs_name_the_file(tmp_path) -> None:
     with pytest.raises(HelpkitError, match="not an ASAP annotation file") as err:
         score_lesions(tmp_path / "lesions", tmp_path / "notes")
     assert err.value.path == tmp_path / "notes" / "A.xml"
+
+
+@pytest.mark.slow
+def test_camelyon16_layout_end_to_end(tmp_path) -> None:
+    """synth --layout camelyon16, index, train, heatmap, lesions, score --froc: FROC and slide AUC."""
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+
+    runner = CliRunner()
+
+    def helpkit(*args) -> str:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, f"helpkit {' '.join(map(str, args))}:\n{result.output}"
+        return result.output
+
+    data, index, run, hm, les = (tmp_path / n for n in ("D", "index.parquet", "run", "hm", "les"))
+    helpkit("synth", data, "--layout", "camelyon16", "--train", 6, "--test", 4, "--size", 4096, "--seed", 1)
+    helpkit("index", data, "--out", index)
+    helpkit("train", "--model", "simple", "--index", index, "--out", run, "--folds", 2, "--time-budget", 1.5)
+    helpkit("heatmap", "--model", run, "--data", data, "--out", hm)
+    assert "on 4 slides" in helpkit("lesions", hm, "--out", les, "--split", "test")
+    text = helpkit("score", "--froc", les, "--annotations", data)
+    assert "FROC " in text and "sensitivity at    8 FP/slide" in text and "slide AUC" in text
+    result = json.loads(helpkit("score", "--froc", les, "--annotations", data, "--json"))
+    # Seed 1: test_001 and test_002 are tumour slides (reference.csv), test_003/004 normal.
+    assert (result["n_slides"], result["n_tumour_slides"]) == (4, 2) and result["n_lesions"] >= 1
+    assert 0.0 <= result["froc"] <= 1.0 and result["slide_auc"] is not None
+    assert result["mpp_sources"] == {"lesions.json": 4}
