@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## make demo [QUICK=1]: a whole synthetic competition end to end, then the report path
+## make demo [QUICK=1] [LAYOUT=camelyon16|camelyon17]: a whole synthetic competition end to end, then the report path
 demo: install
-	$(HELPKIT) demo $(DEMO_DIR) $(if $(QUICK),--quick,)
+	$(HELPKIT) demo $(DEMO_DIR) $(if $(QUICK),--quick,) $(if $(LAYOUT),--layout $(LAYOUT),)
 
 ## make test: the default suite (unit, integration, docker; not the slow training runs)
 test: install

@@ -33,6 +33,8 @@ class DemoSettings:
     seed: int
     shift: float
     submission: str
+    layout: str = "help"
+    """The synthetic competition's layout: help, camelyon16 or camelyon17 (``helpkit synth --layout``)."""
 
 
 DEFAULT = DemoSettings(n_train=16, n_test=10, n_test_phase2=10, size=4096, seed=0, shift=1.0,
@@ -64,19 +66,33 @@ class _Step:
         self.clock.timings[self.name] = time.monotonic() - self.t0
 
 
+def _made(data: Path, layout: str) -> bool:
+    """Whether ``data`` holds a finished synthetic competition in ``layout`` (reused, not redrawn)."""
+    import json
+
+    try:
+        params = json.loads((data / "synth.json").read_text())["params"]
+    except (OSError, ValueError, KeyError):
+        return False
+    from helpkit.layouts import labels_file
+
+    return params.get("layout", "help") == layout and labels_file(data).is_file()
+
+
 def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path, Path]:
     from helpkit.synth import make_competition
 
     phase1, phase2 = out / "data", out / "data-phase2"
-    with clock.step("synth", f"synthesizing a competition: {settings.n_train} training, {settings.n_test} test "
-                    f"slides of {settings.size} px, and a shifted phase-2 test set of {settings.n_test_phase2}"):
-        if not (phase1 / "labels.csv").is_file():
+    with clock.step("synth", f"synthesizing a competition ({settings.layout} layout): {settings.n_train} training, "
+                    f"{settings.n_test} test slides of {settings.size} px, and a shifted phase-2 test set of "
+                    f"{settings.n_test_phase2}"):
+        if not _made(phase1, settings.layout):
             make_competition(phase1, n_train=settings.n_train, n_test=settings.n_test, size=settings.size,
-                             seed=settings.seed, shift=0.0)
-        if not (phase2 / "labels.csv").is_file():
+                             seed=settings.seed, shift=0.0, layout=settings.layout)
+        if not _made(phase2, settings.layout):
             # Phase 2 only lends its test set; its two training slides are never used.
             make_competition(phase2, n_train=2, n_test=settings.n_test_phase2, size=settings.size,
-                             seed=settings.seed + 1, shift=settings.shift)
+                             seed=settings.seed + 1, shift=settings.shift, layout=settings.layout)
     _print_patch_counts(phase1)
     return phase1, phase2
 
@@ -84,9 +100,10 @@ def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path,
 def _print_patch_counts(competition: Path) -> None:
     """Per training slide: tissue, tumour and normal patches at the default grid (the data at a glance)."""
     from helpkit.data import discover
+    from helpkit.layouts import platform_folders
     from helpkit.slide.index import index_dataset
 
-    slides = discover(competition / "train")
+    slides = discover(platform_folders(competition)[0])
     summary = index_dataset(slides, progress=False).summary
     print(summary[["slide_id", "label", "tissue", "tumour", "normal", "ambiguous"]].to_string(index=False))
 
@@ -121,12 +138,16 @@ def _score(run: dict[str, Any], out: Path, model_dir: Path, config: Any) -> None
                 run["scores"][phase][name] = result.as_dict()
 
 
-def run_demo(out: str | Path, quick: bool = False, docker: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out``; return what ``demo.json`` records."""
-    from helpkit.config import load_submission, resolve_submission_path
-    from helpkit.report import build_report
+def run_demo(out: str | Path, quick: bool = False, docker: bool = True, layout: str = "help") -> dict[str, Any]:
+    """Run the demo into ``out`` on a synthetic competition in ``layout``; return what ``demo.json`` records."""
+    from dataclasses import replace
 
-    settings = QUICK if quick else DEFAULT
+    from helpkit.config import load_submission, resolve_submission_path
+    from helpkit.layouts import labels_file, platform_folders
+    from helpkit.report import build_report
+    from helpkit.synth.layouts import truth_folder
+
+    settings = replace(QUICK if quick else DEFAULT, layout=layout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
@@ -146,8 +167,8 @@ def run_demo(out: str | Path, quick: bool = False, docker: bool = True) -> dict[
     outputs = {"phase1": work / "output" / "output.csv", "phase2": work / "output-phase2" / "output.csv"}
     for phase, data in (("phase1", phase1), ("phase2", phase2)):
         run["test_sets"][phase] = {
-            "test_dir": str((data / "test").relative_to(out)), "labels": str((data / "labels.csv").relative_to(out)),
-            "truth_masks": str((data / "truth" / "mask").relative_to(out)),
+            "test_dir": str(platform_folders(data)[1].relative_to(out)), "labels": str(labels_file(data).relative_to(out)),
+            "truth_masks": str(truth_folder(data, layout).relative_to(out)),
             "predictions": {config.name: str(outputs[phase].relative_to(out))},
         }
     if docker:
@@ -206,14 +227,16 @@ def _validate_in_docker(run: dict[str, Any], out: Path, phase1: Path, phase2: Pa
 def _run_on_host(run: dict[str, Any], out: Path, phase1: Path, phase2: Path, config: Any, toml_path: Path,
                  clock: _Clock) -> None:
     """The same stages without containers, for machines with no Docker engine (no verdict)."""
+    from helpkit.layouts import platform_folders
+
     from helpkit import pipeline
 
     work = out / "validation"
     with clock.step("train", "train stage on this machine (no containers: --no-docker)"):
-        pipeline.train(phase1 / "train", work / "model", config, submission_dir=toml_path.parent)
+        pipeline.train(platform_folders(phase1)[0], work / "model", config, submission_dir=toml_path.parent)
     for phase, data in (("phase1", phase1), ("phase2", phase2)):
         with clock.step(f"infer_{phase}", f"inference stage on the {phase} test set"):
-            pipeline.infer(data / "test", work / "model", out / run["test_sets"][phase]["predictions"][config.name],
+            pipeline.infer(platform_folders(data)[1], work / "model", out / run["test_sets"][phase]["predictions"][config.name],
                            config, work_dir=_work_dir(out, phase))
     run["verdict"] = "NOT RUN (--no-docker)"
 

@@ -119,7 +119,6 @@ def _heatmap_figure(slides: list[dict[str, Any]], models: list[str], heatmap_dir
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from helpkit.heatmap.overlay import draw_heatmap, thumbnail
     from helpkit.heatmap.store import heatmap_path, read_heatmap
@@ -131,6 +130,7 @@ def _heatmap_figure(slides: list[dict[str, Any]], models: list[str], heatmap_dir
         try:
             with SlideReader(slide["path"]) as reader:
                 thumb, downsample = thumbnail(reader, 512)
+                dimensions = reader.dimensions
         except HelpkitError as err:
             row[0].set_title(f"{slide['slide_id']}: {err.message}", fontsize=7)
             for ax in row:
@@ -138,8 +138,12 @@ def _heatmap_figure(slides: list[dict[str, Any]], models: list[str], heatmap_dir
             continue
         outline = None
         if slide.get("truth") and Path(slide["truth"]).is_file():
-            mask = Image.open(slide["truth"]).convert("L").resize((thumb.shape[1], thumb.shape[0]), Image.NEAREST)
-            outline = np.asarray(mask) > 0
+            from helpkit.slide.annotation import read_annotation  # PNG mask, ASAP XML or GeoJSON
+
+            try:
+                outline = read_annotation(slide["truth"], dimensions).tumour(shape=thumb.shape[:2])
+            except HelpkitError:
+                outline = None
         title = f"{slide['slide_id']} ({'tumour' if slide['label'] == 1 else 'normal'}, p={slide['prob']:.2f})"
         for ax, model in zip(row, [None, *models]):
             ax.imshow(thumb)
@@ -191,8 +195,12 @@ def _heatmap_slides(labels: pd.Series, preds: pd.Series, test_dir: Path, truth_d
     positives = [s for s in ranked.index if labels[s] == 1]
     negatives = [s for s in ranked.index if labels[s] == 0]
     chosen = list(dict.fromkeys(positives[:2] + positives[-1:] + negatives[:1]))[:HEATMAP_SLIDES]
+    def truth(slide_id: str) -> str:
+        found = [truth_dir / f"{slide_id}{suffix}" for suffix in (".png", ".xml", ".geojson")]
+        return str(next((p for p in found if p.is_file()), found[0]))
+
     return [{"slide_id": s, "path": paths[s], "label": int(labels[s]), "prob": float(preds[s]),
-             "truth": str(truth_dir / f"{s}.png")} for s in chosen if s in paths.index]
+             "truth": truth(s)} for s in chosen if s in paths.index]
 
 
 def _validation_section(validation: dict[str, Any]) -> str:

@@ -13,12 +13,14 @@ def demo(
     docker: bool = typer.Option(True, "--docker/--no-docker",
                                 help="Build and validate the image in Docker (default), or run the stages "
                                 "on this machine without containers and without a verdict."),
+    layout: str = typer.Option("help", "--layout", help="The synthetic competition's layout: help (HeLP), "
+                               "camelyon16 or camelyon17 (ASAP XML annotations, reference.csv / stage CSV)."),
 ) -> None:
     """Synthesize a competition (plus a shifted phase-2 test set), build the stacked-ensemble
     image, validate it under the platform contract on both test sets, score, and write a report."""
     from helpkit.demo import run_demo
 
-    run_demo(out, quick=quick, docker=docker)
+    run_demo(out, quick=quick, docker=docker, layout=layout.lower())
 
 
 def report(
