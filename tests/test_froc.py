@@ -228,6 +228,8 @@ def test_froc_bad_inputs_name_the_file(tmp_path) -> None:
     with pytest.raises(HelpkitError, match="no detection files"):
         score_lesions(tmp_path / "lesions", tmp_path / "notes")
     write_lesions_dir(tmp_path / "lesions")
+    with pytest.raises(HelpkitError, match="no annotation file for any of the 2 slides"):
+        score_lesions(tmp_path / "lesions", tmp_path / "notes")
     (tmp_path / "notes" / "A.xml").write_text("<Annotations/>")
     with pytest.raises(HelpkitError, match="not an ASAP annotation file") as err:
         score_lesions(tmp_path / "lesions", tmp_path / "notes")

@@ -320,6 +320,9 @@ def score_lesions(lesions_dir: str | Path, annotations: str | Path, mpp: float |
         raise HelpkitError("no detection files (<slide_id>.csv) in this folder", lesions_dir)
     summary = read_summary(lesions_dir)
     files = reference_files(annotations, [p.stem for p in csvs])
+    if not files:
+        raise HelpkitError(f"no annotation file for any of the {len(csvs)} slides in {lesions_dir} "
+                           f"(expected <slide_id>{'|'.join(REFERENCE_SUFFIXES)} below this folder)", annotations)
     outcomes, labels, scores, sources = [], [], [], {}
     for csv_path in csvs:
         slide_id = csv_path.stem
