@@ -263,3 +263,64 @@ def test_camelyon16_layout_end_to_end(tmp_path) -> None:
     assert (result["n_slides"], result["n_tumour_slides"]) == (4, 2) and result["n_lesions"] >= 1
     assert 0.0 <= result["froc"] <= 1.0 and result["slide_auc"] is not None
     assert result["mpp_sources"] == {"lesions.json": 4}
+
+
+def original_rules(cases, mpp: float) -> list[float]:
+    """The challenge script's loop, restated: every lesion slot (ITC ones too) starts at 0 and
+    keeps a strictly greater confidence; thresholds are the sorted distinct values of all FPs
+    and all slots, less the lowest; then (0, 0); np.interp at the six rates."""
+    fps, slots, n_lesions = [], [], 0
+    for tumour, points in cases:
+        if tumour is None:
+            fps += [c for c, _ in points]
+            continue
+        ref = evaluation_mask(tumour, mpp)
+        best = np.zeros(ref.n_regions)
+        for c, (x, y) in points:
+            label = ref.labels[int(y / DS), int(x / DS)]
+            if label == 0:
+                fps.append(c)
+            elif label not in ref.itc and c > best[label - 1]:
+                best[label - 1] = c
+        slots += list(best)
+        n_lesions += ref.n_regions - len(ref.itc)
+    fp_curve, tp_curve = [], []
+    for t in sorted(set(fps + slots))[1:]:
+        fp_curve.append(sum(f >= t for f in fps))
+        tp_curve.append(sum(s >= t for s in slots))
+    fp_curve = np.asarray(fp_curve + [0]) / len(cases)
+    tp_curve = np.asarray(tp_curve + [0]) / n_lesions
+    return list(np.interp([0.25, 0.5, 1, 2, 4, 8], fp_curve[::-1], tp_curve[::-1]))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_cases_agree_with_the_original_rules(seed: int) -> None:
+    """Whenever a lesion is missed or an ITC region exists (so the original's dropped lowest
+    threshold is 0), the two agree exactly."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(int(rng.integers(2, 6))):
+        if rng.random() < 0.3:
+            xy = rng.integers(0, 3000, size=(int(rng.integers(0, 6)), 2))
+            cases.append((None, [(float(rng.choice([0.2, 0.4, 0.6, 0.8, 0.9])), (int(x), int(y))) for x, y in xy]))
+            continue
+        mask = np.zeros((80, 80), dtype=bool)
+        for _ in range(int(rng.integers(1, 5))):
+            r, c = rng.integers(0, 70, size=2)
+            h, w = rng.integers(1, 25, size=2)
+            mask[r:r + h, c:c + w] = True
+        mask[75, 75] = True  # an ITC region in every tumour slide
+        xy = rng.integers(0, 80 * DS, size=(int(rng.integers(1, 12)), 2))
+        rows, cols = np.nonzero(mask)
+        on = rng.integers(0, len(rows), size=len(xy))
+        near = rng.random(len(xy)) < 0.6  # most on tumour (hits, repeats, ITC), the rest anywhere
+        xy[near] = np.column_stack([cols[on] * DS + 5, rows[on] * DS + 27])[near]
+        points = [(float(rng.choice([0.1, 0.3, 0.5, 0.7, 0.95])), (int(x), int(y))) for x, y in xy]
+        cases.append((mask, points))
+    if all(t is None for t, _ in cases):
+        cases.append((tumour_slide(), [(0.9, centre(20, 20))]))
+    if sum(evaluation_mask(t, MPP).lesions != [] for t, _ in cases if t is not None) == 0:
+        pytest.skip("no lesion drawn")
+    ours = froc([match(str(k), dets(*points) if points else Detections.empty(),
+                       None if t is None else evaluation_mask(t, MPP)) for k, (t, points) in enumerate(cases)])
+    assert list(ours.sensitivities) == pytest.approx(original_rules(cases, MPP), abs=1e-12)
