@@ -1,7 +1,7 @@
 """Benchmark: heatmap throughput against the model's own limit and the per-patch approach.
 
-In one run, on a synthetic slide of at least ``--min-patches`` tissue patches (level 1,
-64-pixel patches, the ``simple`` model):
+In one run, on a synthetic slide of at least ``--min-patches`` tissue patches (64-pixel
+patches at 0.5 um/px, level 1 of the synthetic slides, the ``simple`` model):
 
 - limit: bare ``model.predict`` on the same number of patches already in memory;
 - the same, counting the model's load from the run folder and its first-call trace, the
@@ -13,7 +13,7 @@ In one run, on a synthetic slide of at least ``--min-patches`` tissue patches (l
   timed on a few hundred patches and extrapolated.
 
 Then peak resident memory of the real ``helpkit heatmap`` command on two slide sizes (a
-coarser level for both, stated in the output), to show memory does not grow with the slide.
+coarser resolution for both, stated in the output), to show memory does not grow with the slide.
 Timings on a shared machine are noisy: each throughput is the best of ``--repeats`` runs,
 the limit and the end-to-end runs interleaved so both see the same load.
 
@@ -38,33 +38,35 @@ import numpy as np  # noqa: E402
 from helpkit.heatmap.engine import run_heatmap  # noqa: E402
 from helpkit.heatmap.run import Options, SlideRecord, keras_predictor, make_heatmaps, tissue_grid  # noqa: E402
 from helpkit.slide import SlideReader, grid_for, tissue_mask  # noqa: E402
+from helpkit.slide.geometry import PatchGeometry  # noqa: E402
 from helpkit.synth import make_slide  # noqa: E402
 from helpkit.train import load_run, write_run  # noqa: E402
 
-LEVEL, PATCH = 1, 64
+PATCH = 64
+GEOMETRY = PatchGeometry(mpp=0.5, patch_size=PATCH)
 
 
-def make_run(run_dir: Path, model, level: int) -> Path:
+def make_run(run_dir: Path, model, geometry: PatchGeometry) -> Path:
     """A one-fold run folder of ``model`` that trained on no slide: every slide counts as test."""
-    write_run(run_dir, name=run_dir.name, architecture="simple", level=level, patch_size=PATCH, width=1.0,
+    write_run(run_dir, name=run_dir.name, architecture="simple", geometry=geometry, width=1.0,
               splits=[([], [])], config={})
     (run_dir / "fold_0").mkdir(parents=True, exist_ok=True)
     model.save(run_dir / "fold_0" / "model.keras")
     return run_dir
 
 
-def tissue_cells(slide: Path, level: int) -> int:
+def tissue_cells(slide: Path, geometry: PatchGeometry) -> int:
     with SlideReader(slide) as reader:
-        return int(tissue_grid(grid_for(reader, level, PATCH), tissue_mask(reader)).sum())
+        return int(tissue_grid(grid_for(reader, geometry), tissue_mask(reader)).sum())
 
 
 def bench_slide(work: Path, min_patches: int, size: int) -> tuple[Path, int]:
-    """A synthetic slide with at least ``min_patches`` tissue cells at level 1 (grown until it has)."""
+    """A synthetic slide with at least ``min_patches`` tissue cells at 0.5 um/px (grown until it has)."""
     while True:
         slide = work / f"bench_{size}.tiff"
         if not slide.exists():
             make_slide(slide, size, seed=7, positive=True)
-        n = tissue_cells(slide, LEVEL)
+        n = tissue_cells(slide, GEOMETRY)
         if n >= min_patches:
             return slide, n
         size = int(size * math.sqrt(min_patches / max(n, 1)) * 1.1) // 256 * 256
@@ -72,12 +74,12 @@ def bench_slide(work: Path, min_patches: int, size: int) -> tuple[Path, int]:
 
 def per_patch(reader: SlideReader, model, n: int) -> float:
     """Patches/s of the reference loop: read one patch, call ``model.predict`` on it, repeat."""
-    grid = grid_for(reader, LEVEL, PATCH)
+    grid = grid_for(reader, GEOMETRY)
     cells = np.argwhere(tissue_grid(grid, tissue_mask(reader)))[:n]
     model.predict(np.zeros((1, PATCH, PATCH, 3), np.uint8), verbose=0)
     start = time.perf_counter()
     for row, col in cells:
-        patch = reader.read_region(grid.cell_xy(row, col), LEVEL, (PATCH, PATCH))
+        patch = reader.read_region_mpp(grid.cell_xy(row, col), GEOMETRY.mpp, (PATCH, PATCH))
         model.predict(patch[None], verbose=0)
     return len(cells) / (time.perf_counter() - start)
 
@@ -99,8 +101,8 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
 def throughput(args: argparse.Namespace, work: Path, model) -> None:
     """Print the limit, end-to-end, steady-state and per-patch patches/s and their ratios."""
     slide, n = bench_slide(work, args.min_patches, args.size)
-    print(f"slide: {slide.name}, {n} tissue patches at level {LEVEL}, {PATCH}px; cpus: {os.cpu_count()}")
-    run_dir = make_run(work / "simple_l1", model, LEVEL)
+    print(f"slide: {slide.name}, {n} tissue patches at {GEOMETRY.mpp} um/px, {PATCH}px; cpus: {os.cpu_count()}")
+    run_dir = make_run(work / "simple_m0.5", model, GEOMETRY)
     record = SlideRecord(slide.stem, slide, "test", float("nan"))
     patches = np.random.default_rng(0).integers(0, 256, (n, PATCH, PATCH, 3), dtype=np.uint8)
     model.predict(patches[: args.batch], batch_size=args.batch, verbose=0)  # trace once, as a warm model
@@ -120,7 +122,7 @@ def throughput(args: argparse.Namespace, work: Path, model) -> None:
         times["e2e"].append(time.perf_counter() - start)
         assert counts["written"] == 1, counts
         with SlideReader(slide) as reader:
-            grid = grid_for(reader, LEVEL, PATCH)
+            grid = grid_for(reader, GEOMETRY)
             tissue = tissue_grid(grid, tissue_mask(reader))
             start = time.perf_counter()
             run_heatmap(reader, model.predict_on_batch, grid, tissue, batch_size=args.batch)
@@ -147,9 +149,10 @@ def throughput(args: argparse.Namespace, work: Path, model) -> None:
 def memory(args: argparse.Namespace, work: Path, model) -> None:
     """Print the peak RSS of the real ``helpkit heatmap`` command on slides of each of ``args.sizes``."""
     helpkit = str(Path(sys.executable).with_name("helpkit"))
-    mem_run = make_run(work / f"simple_l{args.memory_level}", model, args.memory_level)
-    print(f"peak RSS of `helpkit heatmap` at level {args.memory_level} ({PATCH}px patches, "
-          f"{PATCH * 2**args.memory_level} level-0 px), one slide per call:")
+    geometry = PatchGeometry(mpp=args.memory_mpp, patch_size=PATCH)
+    mem_run = make_run(work / f"simple_m{args.memory_mpp:g}", model, geometry)
+    print(f"peak RSS of `helpkit heatmap` at {args.memory_mpp:g} um/px ({PATCH}px patches, "
+          f"{PATCH * args.memory_mpp / 0.25:g} level-0 px), one slide per call:")
     for size in args.sizes:
         data = work / f"memory_{size}" / "test"
         data.mkdir(parents=True, exist_ok=True)
@@ -158,7 +161,7 @@ def memory(args: argparse.Namespace, work: Path, model) -> None:
             start = time.perf_counter()
             make_slide(big, size, seed=11, positive=True)
             print(f"  (made {size} x {size} slide in {time.perf_counter() - start:.0f} s)")
-        cells = tissue_cells(big, args.memory_level)
+        cells = tissue_cells(big, geometry)
         rss, wall = peak_rss_of([helpkit, "heatmap", "--model", str(mem_run), "--data", str(data),
                                  "--out", str(work / "heatmaps_memory"), "--force"])
         print(f"  {size:>7} x {size:<7} {cells:>7} tissue patches: peak RSS {rss:7.0f} MiB, "
@@ -173,7 +176,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--per-patch", type=int, default=200, help="patches timed for the per-patch loop")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 100_000], help="slide sides for memory")
-    parser.add_argument("--memory-level", type=int, default=2, help="patch level of the memory runs")
+    parser.add_argument("--memory-mpp", type=float, default=1.0, help="patch um/px of the memory runs (level 2)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--work", type=Path, help="keep slides here between runs (default: a temp folder)")
