@@ -221,6 +221,7 @@ def test_simple_submission_passes_and_survives_a_damaged_test_slide(engine, tmp_
     report = validate("simple-maxprob", data, report_path=tmp_path / "report.json",
                       work_dir=tmp_path / "work", quiet=True)
     assert report.verdict == "PASS", json.dumps(report.to_dict(), indent=1)[-3000:]
+    assert report.limits["model_writable_in_inference"] is False  # inference ran with /data/model read-only
     rows = dict(line.split(",") for line in (tmp_path / "work/output/output.csv").read_text().split())
     assert set(rows) == {p.stem for p in (data / "test").iterdir()}
     inference_log = report.stages[1]["log_tail"]
