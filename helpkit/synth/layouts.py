@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from helpkit.defaults import MASK_DOWNSAMPLE
 from helpkit.io import write_json, write_text
 from helpkit.layouts import pn_stage, size_class
 from helpkit.progress import track
@@ -85,17 +84,8 @@ def _largest_mm(regions: list[dict[str, int]], mpp: float) -> float:
     return max((max(r["w"], r["h"]) * mpp / 1000 for r in regions), default=0.0)
 
 
-def make_layout_competition(
-    out: str | Path,
-    layout: str,
-    n_train: int = 8,
-    n_test: int = 4,
-    size: int = 8192,
-    seed: int = 0,
-    shift: float = 0.0,
-    mask_downsample: int = MASK_DOWNSAMPLE,
-    progress: bool = False,
-) -> Path:
+def make_layout_competition(out: Path, layout: str, *, n_train: int, n_test: int, size: int, seed: int,
+                            shift: float, mask_downsample: int, progress: bool) -> Path:
     """Write a synthetic competition in the ``layout`` ('camelyon16' or 'camelyon17') layout into
     ``out``, which ``helpkit.synth.competition.make_competition`` has checked the arguments of and
     cleared (call that, with ``layout``)."""
