@@ -61,7 +61,7 @@ def validate(
     name: str = typer.Argument(
         ..., help="A submission under submissions/, its submission.toml, or a build context folder (with a Dockerfile)."
     ),
-    data: Path = typer.Option(..., "--data", help="A competition in the HeLP layout: train/, test/, optional labels.csv."),
+    data: Path = typer.Option(..., "--data", help="A competition: HeLP (train/, test/, optional labels.csv) or CAMELYON16/17 (training/ and testing/images or testing/ are mounted; reference.csv or the test stage CSV scores)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the full report here (JSON, atomic)."),
     work_dir: Path | None = typer.Option(
         None, "--work-dir", help="Keep the stages' model/ and output/ here (must be empty); a temporary folder if unset."

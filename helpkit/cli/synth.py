@@ -1,4 +1,4 @@
-"""CLI command ``helpkit synth``: a synthetic competition in the HeLP layout."""
+"""CLI command ``helpkit synth``: a synthetic competition in the HeLP or a CAMELYON layout."""
 
 from __future__ import annotations
 
