@@ -24,8 +24,8 @@ CHUNK = 512
 
 
 def index_key(index: pd.DataFrame) -> str:
-    """A short hash of what identifies each patch: slide path, level, size and position."""
-    keyed = index[["path", "level", "patch_size", "x", "y"]].astype(str).agg("|".join, axis=1)
+    """A short hash of what identifies each patch: slide path, resolution, size and position."""
+    keyed = index[["path", "mpp", "patch_size", "x", "y"]].astype(str).agg("|".join, axis=1)
     return hashlib.sha1("\n".join(keyed).encode("utf-8")).hexdigest()[:16]
 
 
