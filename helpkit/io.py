@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -100,6 +101,27 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy's too) replaced by None, for valid JSON."""
+    if isinstance(obj, float):  # numpy float64 included
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(value) for value in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return finite_json(obj.tolist())
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON (RFC 8259) of ``obj``: NaN and infinities become null, never ``NaN``/``Infinity``.
+
+    Every ``--json`` of the CLI prints this, and ``write_json`` writes it.
+    """
+    return json.dumps(finite_json(obj), indent=indent, sort_keys=sort_keys, default=str, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as indented, strict JSON (NaN and infinities as null) to ``path`` atomically."""
+    write_text(path, json_text(obj, sort_keys=True) + "\n")

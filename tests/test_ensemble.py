@@ -223,7 +223,7 @@ def test_unknown_method_and_missing_test_columns(tmp_path: Path) -> None:
         fit_ensemble(features, "magic", tmp_path)
     with pytest.raises(HelpkitError, match="bad parameter for ensemble method 'lgbm'"):
         fit_ensemble(features, "lgbm", tmp_path, leaves=3)
-    with pytest.raises(HelpkitError, match="single takes only model="):
+    with pytest.raises(HelpkitError, match="unknown parameter 'normalisation'; single takes: model"):
         fit_ensemble(features, "single", tmp_path, normalisation="rank")
     fit_ensemble(features, "mean", tmp_path, cv_repeats=1)
     with pytest.raises(HelpkitError, match="lacks column.*inception__max"):

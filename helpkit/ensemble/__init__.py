@@ -1,29 +1,44 @@
-"""Ensembles of slide-level scores: blends, stackers, nested CV, the comparison report."""
+"""Ensembles of slide-level scores: blends, stackers, nested CV, the comparison report.
 
-from helpkit.ensemble.blend import BlendClassifier
-from helpkit.ensemble.cv import CVResult, apparent_auc, cross_val_oof
-from helpkit.ensemble.fitted import METHODS, SlideEnsemble, fit_ensemble, load_ensemble
-from helpkit.ensemble.oof import read_oof, write_model_oof
-from helpkit.ensemble.report import candidate_oof, ensemble_report, write_report
-from helpkit.ensemble.stack import LGBMStacker, LogisticStacker
-from helpkit.ensemble.table import read_features, validate_features
+Names are imported on first use (PEP 562), so ``helpkit.ensemble.methods`` (the registry the
+config reads) loads without scikit-learn or LightGBM.
+"""
 
-__all__ = [
-    "METHODS",
-    "BlendClassifier",
-    "CVResult",
-    "LGBMStacker",
-    "LogisticStacker",
-    "SlideEnsemble",
-    "apparent_auc",
-    "candidate_oof",
-    "cross_val_oof",
-    "ensemble_report",
-    "fit_ensemble",
-    "load_ensemble",
-    "read_features",
-    "read_oof",
-    "validate_features",
-    "write_model_oof",
-    "write_report",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "METHODS": "methods:NAMES",
+    "REGISTRY": "methods:REGISTRY",
+    "BlendClassifier": "blend:BlendClassifier",
+    "CVResult": "cv:CVResult",
+    "apparent_auc": "cv:apparent_auc",
+    "cross_val_oof": "cv:cross_val_oof",
+    "SlideEnsemble": "fitted:SlideEnsemble",
+    "fit_ensemble": "fitted:fit_ensemble",
+    "load_ensemble": "fitted:load_ensemble",
+    "read_oof": "oof:read_oof",
+    "write_model_oof": "oof:write_model_oof",
+    "read_inputs": "inputs:read_inputs",
+    "candidate_oof": "report:candidate_oof",
+    "ensemble_report": "report:ensemble_report",
+    "write_report": "report:write_report",
+    "LGBMStacker": "stack:LGBMStacker",
+    "LogisticStacker": "stack:LogisticStacker",
+    "read_features": "table:read_features",
+    "validate_features": "table:validate_features",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, _, attr = _EXPORTS[name].partition(":")
+    except KeyError:
+        raise AttributeError(f"module 'helpkit.ensemble' has no attribute {name!r}") from None
+    value = getattr(import_module(f"helpkit.ensemble.{module}"), attr)
+    globals()[name] = value
+    return value

@@ -41,7 +41,8 @@ from helpkit.io import write_json
 from helpkit.scoring.metrics import auc
 
 NORMALISATIONS = ("rank", "zscore", "logit", "none")
-METHODS = ("mean", "greedy", "optimise", "tuned")
+WEIGHT_METHODS = ("mean", "greedy", "optimise", "tuned")
+"""How a blend's weights are chosen (``BlendClassifier(method=...)``); the ensemble methods are in ``methods``."""
 _EPS = 1e-6
 
 
@@ -176,8 +177,8 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> BlendClassifier:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in WEIGHT_METHODS:
+            raise ValueError(f"method must be one of {WEIGHT_METHODS}, got {self.method!r}")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan")
         y_type = type_of_target(y, input_name="y", raise_unknown=True)
         if y_type != "binary":

@@ -24,16 +24,16 @@ import numpy as np
 import pandas as pd
 
 from helpkit.defaults import FALLBACK_PROBABILITY
+from helpkit.ensemble import methods
 from helpkit.ensemble import table as tbl
-from helpkit.ensemble.blend import BlendClassifier
 from helpkit.ensemble.cv import cross_val_oof
-from helpkit.ensemble.stack import LGBMStacker, LogisticStacker
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
 from helpkit.scoring.metrics import auc, auc_ci, check_binary
 
-METHODS = ("single", "mean", "tuned", "logreg", "lgbm")
-ESTIMATORS = {cls.__name__: cls for cls in (BlendClassifier, LGBMStacker, LogisticStacker)}
+METHODS = methods.NAMES
+ESTIMATORS = {cls.__name__: cls for cls in {m.estimator_class() for m in methods.REGISTRY.values()}}
+"""Estimator classes by the name ``ensemble.json`` records, from the registry."""
 SCHEMA_VERSION = 1
 
 
@@ -53,12 +53,9 @@ def best_single_model(features: pd.DataFrame) -> str:
 
 
 def candidate(features: pd.DataFrame, method: str, **params: Any) -> tuple[list[str], list[str], Any]:
-    """(columns, dropped all-NaN columns, unfitted estimator) for one ensemble ``method``."""
+    """(columns, dropped all-NaN columns, unfitted estimator) for one registered ensemble ``method``."""
     rows = tbl.labelled(features)
-    try:
-        columns, estimator = _recipe(features, method, dict(params))
-    except TypeError as err:  # an estimator rejected a keyword
-        raise HelpkitError(f"bad parameter for ensemble method {method!r}: {err}") from err
+    columns, estimator = _recipe(features, method, dict(params))
     dropped = tbl.empty_columns(rows, columns)
     kept = [c for c in columns if c not in dropped]
     if not kept:
@@ -67,25 +64,17 @@ def candidate(features: pd.DataFrame, method: str, **params: Any) -> tuple[list[
 
 
 def _recipe(features: pd.DataFrame, method: str, params: dict[str, Any]) -> tuple[list[str], Any]:
-    """The columns a method reads and its unfitted estimator; TypeError for a bad keyword."""
-    if method == "single":
-        model = params.pop("model", None) or best_single_model(features)
-        if params:
-            raise TypeError(f"single takes only model=, got {', '.join(params)}")
+    """The columns a method reads (by its registry entry) and its unfitted estimator."""
+    spec = methods.get(method)
+    estimator = methods.build(method, params)  # a bad parameter is a one-line HelpkitError naming it
+    if spec.columns == "one":
+        model = params.get("model") or best_single_model(features)
         if model not in tbl.models(features):
             raise HelpkitError(f"no model {model!r} in the features table (have {', '.join(tbl.models(features))})")
-        columns = [tbl.score_column(model)]
-        estimator: Any = BlendClassifier(method="mean", normalisation="none")
-    elif method in ("mean", "tuned"):
-        columns = [tbl.score_column(m) for m in tbl.models(features)]
-        estimator = BlendClassifier(method=method, **params)
-    elif method == "logreg":
-        columns, estimator = tbl.feature_columns(features), LogisticStacker(**params)
-    elif method == "lgbm":
-        columns, estimator = tbl.feature_columns(features), LGBMStacker(**params)
-    else:
-        raise HelpkitError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
-    return columns, estimator
+        return [tbl.score_column(model)], estimator
+    if spec.columns == "scores":
+        return [tbl.score_column(m) for m in tbl.models(features)], estimator
+    return tbl.feature_columns(features), estimator
 
 
 @dataclass
@@ -106,10 +95,9 @@ class SlideEnsemble:
 
 def fit_ensemble(features: pd.DataFrame, method: str, out_dir: str | Path, cv_splits: int = 5,
                  cv_repeats: int = 3, seed: int = 0, **params: Any) -> SlideEnsemble:
-    """Fit ``method`` (single | mean | tuned | logreg | lgbm) on the labelled training slides; save it.
+    """Fit a registered ``method`` (``helpkit.ensemble.methods``) on the labelled training slides; save it.
 
-    ``params`` go to the estimator (``model=`` for single; BlendClassifier, LogisticStacker
-    or LGBMStacker parameters otherwise). The same recipe is cross-validated first
+    ``params`` are the method's registered parameters (``model=`` for single), checked first. The same recipe is cross-validated first
     (``cv_repeats`` x stratified ``cv_splits``-fold) for ``fold_scores.json``; with fewer
     than 2 slides of a class it is skipped (the file says why) and the fit goes ahead.
     """

@@ -1,4 +1,4 @@
-"""Out-of-fold scores CSVs (header ``slide_id,label,fold,score``): one per model.
+"""Out-of-fold scores CSVs (header ``slide_id,label,fold,score``; ``fold`` optional): one per model.
 
 ``write_model_oof`` splits a features table into these files (score = ``<model>__max``,
 training slides only: test slides have no out-of-fold score); ``read_oof`` joins several
@@ -39,37 +39,9 @@ def write_model_oof(features: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 def read_oof(paths: list[Path], labels: pd.Series | None = None) -> pd.DataFrame:
     """A features-shaped table (``slide_id, split, label, <stem>__max``) from OOF CSVs.
 
-    Labels come from ``labels`` when given (slides without one are dropped), else from
-    the files, which must then agree. Every file must hold the same slides.
+    ``helpkit.ensemble.inputs.read_inputs`` under its old name: these files are one of the
+    formats it reads (the ``fold`` column optional), beside the platform and long formats.
     """
-    merged: pd.DataFrame | None = None
-    for path in map(Path, paths):
-        try:
-            frame = pd.read_csv(path, dtype={"slide_id": str})
-        except (OSError, ValueError) as err:
-            raise HelpkitError(f"cannot read out-of-fold scores ({err})", path) from err
-        if list(frame.columns) != COLUMNS:
-            raise HelpkitError(f"expected header {','.join(COLUMNS)}, got {','.join(map(str, frame.columns))}", path)
-        if frame["slide_id"].duplicated().any():
-            raise HelpkitError(f"duplicate slide ids: {', '.join(frame.loc[frame['slide_id'].duplicated(), 'slide_id'][:10])}", path)
-        frame = frame.set_index("slide_id")
-        column = tbl.score_column(path.stem)
-        if merged is None:
-            merged = frame[["label"]].assign(**{column: frame["score"]})
-            continue
-        if column in merged.columns:
-            raise HelpkitError(f"two files for model {path.stem!r}", path)
-        if set(frame.index) != set(merged.index):
-            diff = sorted(set(frame.index) ^ set(merged.index))
-            raise HelpkitError(f"slides differ from {Path(paths[0]).name}: {', '.join(diff[:10])}", path)
-        disagree = frame["label"].reindex(merged.index).fillna(-1) != merged["label"].fillna(-1)
-        if labels is None and disagree.any():
-            raise HelpkitError(f"labels disagree with {Path(paths[0]).name} for {', '.join(merged.index[disagree][:10])}", path)
-        merged[column] = frame["score"].reindex(merged.index)
-    if merged is None:
-        raise HelpkitError("no out-of-fold score files given")
-    if labels is not None:
-        merged["label"] = labels.reindex(merged.index).astype(float)
-    merged = merged.reset_index().assign(split="train")
-    merged["label"] = merged["label"].where(merged["label"].isin([0, 1]), np.nan)
-    return tbl.validate_features(merged)
+    from helpkit.ensemble.inputs import read_inputs
+
+    return read_inputs(list(paths), labels)

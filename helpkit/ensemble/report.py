@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from helpkit.ensemble import methods
 from helpkit.ensemble import table as tbl
 from helpkit.ensemble.cv import cross_val_oof
 from helpkit.ensemble.fitted import candidate
@@ -22,7 +23,11 @@ from helpkit.io import atomic_path
 from helpkit.progress import track
 from helpkit.scoring.metrics import auc_ci, delong_test
 
-STACKED = ("mean", "tuned", "logreg", "lgbm")
+
+
+def stacked_candidates() -> list[str]:
+    """The registered methods the report compares besides each single model."""
+    return [m.name for m in methods.REGISTRY.values() if m.candidate]
 
 
 def candidate_oof(features: pd.DataFrame, n_splits: int = 5, n_repeats: int = 3, seed: int = 0) -> pd.DataFrame:
@@ -32,7 +37,7 @@ def candidate_oof(features: pd.DataFrame, n_splits: int = 5, n_repeats: int = 3,
     y = rows["label"].to_numpy(dtype=int)
     recipes = [(f"single:{m}", "single", {"model": m}) for m in tbl.models(features)
                if not tbl.empty_columns(rows, [tbl.score_column(m)])]
-    recipes += [(name, name, {}) for name in STACKED]
+    recipes += [(name, name, {}) for name in stacked_candidates()]
     out = pd.DataFrame({"label": y}, index=pd.Index(rows["slide_id"], name="slide_id"))
     for name, method, params in track(recipes, "ensemble candidates"):
         columns, _, estimator = candidate(features, method, **params)
