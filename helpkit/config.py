@@ -12,15 +12,25 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from helpkit import defaults
+from helpkit.ensemble import methods as ensemble_methods  # the registry only: no scikit-learn, no LightGBM
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
 
 SUBMISSIONS_DIR = Path(__file__).resolve().parent.parent / "submissions"
 """Where ``load_submission(NAME)`` looks for ``NAME/submission.toml``."""
 
+ENSEMBLE_METHODS = ensemble_methods.NAMES
 _SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$")
 _USER = re.compile(r"^(?P<uid>[0-9]+)(:(?P<gid>[0-9]+))?$")
 
@@ -88,14 +98,27 @@ class ModelSpec(_Strict):
 
 
 class EnsembleSpec(_Strict):
-    """How slide features become one probability per slide."""
+    """How slide features become one probability per slide (methods: ``helpkit.ensemble.methods.REGISTRY``)."""
 
-    method: Literal["single", "mean", "tuned", "logreg", "lgbm"] = Field(
-        default="single",
-        description="single: one model's max heatmap probability; mean/tuned: plain or out-of-fold-tuned "
-        "blend of each model's max probability; logreg/lgbm: a stacker over all slide features.",
+    method: Literal[ENSEMBLE_METHODS] = Field(  # type: ignore[valid-type]
+        default="single", description=ensemble_methods.describe() + ".",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the stacker or blender.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of the method's estimator, checked on load (name and type); "
+        "`helpkit ensemble fit --help` lists them.",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        method = info.data.get("method")
+        if method is None:  # the method itself is wrong: that error is reported
+            return params
+        try:
+            return ensemble_methods.check_params(method, params)
+        except ValueError as err:  # one line naming the key, before anything trains
+            raise ValueError(f"{err} (method {method!r})") from None
 
 
 class Limits(_Strict):
