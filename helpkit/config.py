@@ -27,8 +27,9 @@ from helpkit.ensemble import methods as ensemble_methods  # the registry only: n
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
 
-SUBMISSIONS_DIR = Path(__file__).resolve().parent.parent / "submissions"
-"""Where ``load_submission(NAME)`` looks for ``NAME/submission.toml``."""
+SUBMISSIONS_DIR = Path(__file__).resolve().parent / "submissions"
+"""The example submissions shipped as package data; ``load_submission(NAME)`` looks in the
+project's ``submissions/NAME`` first (``helpkit.project``), then here."""
 
 ENSEMBLE_METHODS = ensemble_methods.NAMES
 _SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$")
@@ -204,6 +205,18 @@ class SubmissionConfig(_Strict):
         description="FROM image: helpkit/base:bookworm (built locally), python:3.11-slim, or a TensorFlow GPU image.",
     )
     seed: int = Field(default=0, description="Seed of sampling, fold splits and training.")
+    kind: Literal["helpkit", "custom"] = Field(
+        default="helpkit",
+        description="helpkit: the image runs helpkit's pipeline on [[models]] and [ensemble]; custom: the image "
+        "runs the submission folder's own train.sh and inference.sh (no [[models]], no [ensemble]), "
+        "with helpkit, TensorFlow and LightGBM installed.",
+    )
+    ship: list[str] = Field(
+        default_factory=list,
+        description="Files or folders (relative to the submission folder) copied into the image's /app as they "
+        "are: weights, code, tables. Declared here, they pass the static check whatever their extension "
+        "(.h5, .npy, .npz); undeclared data is still refused.",
+    )
     models: list[ModelSpec] = Field(default_factory=list, description="Patch models, in order.")
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec, description="From features to one probability.")
     fallback_probability: float = Field(
@@ -219,9 +232,27 @@ class SubmissionConfig(_Strict):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models: names must be unique, got {names}")
+        if self.kind == "custom":
+            if self.models:
+                raise ValueError("kind 'custom' runs its own train.sh/inference.sh: leave out [[models]] "
+                                 "(ship your weights with ship = [...])")
+            if "ensemble" in self.model_fields_set:
+                raise ValueError("kind 'custom' runs its own train.sh/inference.sh: leave out [ensemble]")
+            return self
         if self.ensemble.method == "single" and len(self.models) != 1:
             raise ValueError(f"ensemble.method 'single' needs exactly one model, got {len(self.models)}")
         return self
+
+    @field_validator("ship")
+    @classmethod
+    def _ship_relative(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parts = Path(item).parts
+            if not item.strip() or Path(item).is_absolute() or ".." in parts or parts[:1] in (("train.sh",),
+                                                                                                ("inference.sh",)):
+                raise ValueError(f"{item!r} must be a file or folder inside the submission folder (relative, "
+                                 "no '..'; the entry points are shipped anyway)")
+        return value
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -233,13 +264,19 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def resolve_submission_path(path_or_name: str | Path) -> Path:
-    """The submission.toml meant by a file, a folder holding one, or a name under submissions/."""
+    """The submission.toml meant by a file, a folder holding one, or a name: the project's
+    ``submissions/NAME`` first, then the shipped examples."""
+    from helpkit.project import submissions_dir
+
     path = Path(path_or_name)
-    candidates = [path, path / "submission.toml", SUBMISSIONS_DIR / str(path_or_name) / "submission.toml"]
+    own = submissions_dir()
+    candidates = [path, path / "submission.toml", own / str(path_or_name) / "submission.toml",
+                  SUBMISSIONS_DIR / str(path_or_name) / "submission.toml"]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise HelpkitError(f"no submission.toml here nor under {SUBMISSIONS_DIR}/{path_or_name}/", path)
+    raise HelpkitError(f"no submission.toml here, nor under {own}/{path_or_name}/, nor a shipped example "
+                       f"(helpkit init makes a project with one)", path)
 
 
 def load_submission(path_or_name: str | Path) -> SubmissionConfig:

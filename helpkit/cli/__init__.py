@@ -27,6 +27,7 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     heatmap,
     lesions,
     platform,
+    project,
     report,
     scoring,
     submission,
@@ -34,7 +35,7 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     train,
 )
 
-for _module in (synth, data, train, heatmap, lesions, ensemble, scoring, submission, platform, report):
+for _module in (project, synth, data, train, heatmap, lesions, ensemble, scoring, submission, platform, report):
     _module.register(app)
 
 

@@ -14,13 +14,21 @@ submission_app = typer.Typer(
 
 @submission_app.command("build")
 def build(
-    name: str = typer.Argument(..., help="A submission under submissions/ (or a path to its submission.toml)."),
+    name: str = typer.Argument(..., help="A submission under the project's submissions/, a shipped example, "
+                               "or a path to its folder or submission.toml."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide the build steps; print only the result."),
+    update_lock: bool = typer.Option(
+        False, "--update-lock", help="Resolve the dependencies again and rewrite submission.lock (otherwise a "
+        "build installs exactly the lock its first build wrote)."),
 ) -> None:
-    """Render build/NAME (templates + wheelhouse), build and tag the image, print its id and size."""
+    """Render build/NAME (templates + the locked wheelhouse), build and tag the image, print its id and size.
+
+    The first build writes submission.lock beside submission.toml: the exact version and sha256 of every
+    wheel the image installs. Later builds install exactly that, offline, until --update-lock. The image
+    is labelled with helpkit's version, the project's git commit and the lock's sha256."""
     from helpkit.submission.docker_build import build_submission
 
-    built = build_submission(name, quiet=quiet)
+    built = build_submission(name, quiet=quiet, update_lock=update_lock)
     typer.echo(built.summary())
 
 

@@ -68,6 +68,9 @@ def train(
         "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
         "a class folder not in lower case) are errors, not warnings.")] = False,
     layout: LayoutOption = "auto",
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="After training, also write the run to this new folder without its patch cache and "
+        "checkpoints, ready to ship in a submission (helpkit export RUN_DIR DIR does the same later).")] = None,
     geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
@@ -100,6 +103,11 @@ def train(
         typer.echo(f"fold {fold.index}: val patch AUC {auc}, accuracy {metrics['val_accuracy']:.4f}, "
                    f"{metrics['epochs_done']} epochs ({metrics['stopped']}), {metrics['seconds']:.0f} s")
     typer.echo(f"run '{run.name}' -> {out}")
+    if export is not None:
+        from helpkit.train.export import export_run
+
+        files, size = export_run(out, export)
+        typer.echo(f"exported {files} files ({size / 2**20:.1f} MiB) -> {export}")
 
 
 def register(app: typer.Typer) -> None:

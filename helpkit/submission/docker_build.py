@@ -38,12 +38,51 @@ def image_tag(name: str) -> str:
     return f"helpkit-submission/{name}:latest"
 
 
+def _git_commit(folder: Path) -> str | None:
+    """The commit checked out in ``folder``'s git repository (``-dirty`` with uncommitted changes), or None."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def image_labels(context: Path) -> dict[str, str]:
+    """The labels every submission image carries: helpkit's version, the project's git commit
+    (when it is a git checkout), the sha256 of the lock the image installed, the submission."""
+    import hashlib
+
+    from helpkit import __version__
+    from helpkit.project import project_dir
+    from helpkit.submission.wheelhouse import LOCK_NAME
+
+    labels = {"helpkit.version": __version__}
+    commit = _git_commit(project_dir())
+    if commit:
+        labels["helpkit.commit"] = commit
+    lock = context / "wheels" / "deps" / LOCK_NAME
+    if lock.is_file():
+        labels["helpkit.lock-sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
+    toml = context / "submission.toml"
+    if toml.is_file():
+        labels["helpkit.submission-sha256"] = hashlib.sha256(toml.read_bytes()).hexdigest()
+    return labels
+
+
 def _build_lines(engine: docker.DockerClient, context: Path, tag: str) -> Iterator[str]:
     """The build's output lines; a build error raises HelpkitError with the last lines."""
     tail: list[str] = []
     image_id = None
     for chunk in engine.api.build(
-        path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True
+        path=str(context), tag=tag, rm=True, forcerm=True, pull=False, network_mode="host", decode=True,
+        labels=image_labels(context),
     ):
         if "error" in chunk:
             raise HelpkitError(
@@ -103,15 +142,16 @@ def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
     return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
 
 
-def build_submission(name_or_path: str | Path, quiet: bool = False) -> BuiltImage:
-    """Render ``build/NAME`` (wheelhouse included) and build the submission's image."""
+def build_submission(name_or_path: str | Path, quiet: bool = False, update_lock: bool = False) -> BuiltImage:
+    """Render ``<project>/build/NAME`` (wheelhouse included: the submission's lock, written on its
+    first build, ``update_lock`` to resolve again) and build the submission's image."""
     from helpkit.config import load_submission
     from helpkit.submission.render import render
     from helpkit.submission.static import check_context
 
     client()  # fail fast, before the wheelhouse, when no engine is reachable
     start = time.monotonic()
-    context = render(name_or_path)
+    context = render(name_or_path, update_lock=update_lock)
     check_context(context).raise_errors()
     config = load_submission(context / "submission.toml")
     built = build_image(context, image_tag(config.name), quiet=quiet)

@@ -1,4 +1,5 @@
-"""Render a submission's build context (``build/NAME``) from ``templates/`` and its submission.toml."""
+"""Render a submission's build context (``<project>/build/NAME``) from the packaged templates
+(``helpkit/templates``) and its submission.toml; see ``helpkit.project`` for where things live."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from pathlib import Path
 from helpkit.config import SubmissionConfig, load_submission, resolve_submission_path
 from helpkit.errors import HelpkitError
 from helpkit.submission.paths import PLATFORM
-from helpkit.submission.wheelhouse import REPO_ROOT, vendor
+from helpkit.project import TEMPLATES_DIR, build_dir, is_packaged
+from helpkit.submission.wheelhouse import vendor
 
-TEMPLATES_DIR = REPO_ROOT / "templates"
-BUILD_DIR = REPO_ROOT / "build"
 TEMPLATES = ("Dockerfile", "train.sh", "inference.sh", ".dockerignore")
 EXECUTABLE = ("train.sh", "inference.sh")
 
@@ -28,9 +28,12 @@ def render_templates(config: SubmissionConfig, out_dir: Path) -> None:
         autoescape=False,
     )
     weights = [m.weights for m in config.models if m.weights]
-    context = {"name": config.name, "base_image": config.base_image, "paths": PLATFORM, "weights": weights}
+    context = {"name": config.name, "base_image": config.base_image, "paths": PLATFORM, "weights": weights,
+               "ship": [item.rstrip("/") for item in config.ship]}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TEMPLATES:
+        if config.kind == "custom" and name in EXECUTABLE:
+            continue  # the submission's own entry points (_copy_shipped)
         try:
             text = env.get_template(name).render(context)
         except jinja2.TemplateError as err:
@@ -51,20 +54,51 @@ def _copy_weights(config: SubmissionConfig, source_dir: Path, out_dir: Path) -> 
         shutil.copytree(src, out_dir / model.weights, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
-def render(name_or_path: str | Path, out_dir: Path | None = None, wheels: bool = True) -> Path:
+def _copy_shipped(config: SubmissionConfig, source_dir: Path, out_dir: Path) -> None:
+    """Copy the ``ship`` files and folders, and a custom submission's own entry points."""
+    own = EXECUTABLE if config.kind == "custom" else ()
+    for item in [*own, *config.ship]:
+        src = source_dir / item
+        if not src.exists():
+            what = "its own entry point" if item in own else "ship"
+            raise HelpkitError(f"{what}: {item!r} does not exist in the submission folder", src)
+        dest = out_dir / item.rstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest)
+        if item in own:
+            os.chmod(dest, 0o755)
+
+
+def lock_path(toml_path: Path, name: str) -> Path:
+    """Where a submission's lock lives: beside its submission.toml, or, for an example shipped
+    inside helpkit's package (never written), ``<project>/build/locks/NAME.lock``."""
+    if is_packaged(toml_path):
+        return build_dir() / "locks" / f"{name}.lock"
+    return toml_path.parent / "submission.lock"
+
+
+def render(name_or_path: str | Path, out_dir: Path | None = None, wheels: bool = True,
+           update_lock: bool = False) -> Path:
     """Render the build context of a submission; return its folder.
 
-    The folder is rebuilt from scratch except the ``wheels/`` folder, which ``wheels=True``
-    refreshes from the wheelhouse cache (``wheels=False`` leaves it out, for static checks).
+    The folder is rebuilt from scratch; ``wheels=True`` fills its ``wheels/`` from the
+    wheelhouse cache, exactly the submission's lock when it has one (written on this first
+    build; ``update_lock`` resolves again), and ``wheels=False`` leaves it out, for static checks.
     """
     toml_path = resolve_submission_path(name_or_path)
     config = load_submission(toml_path)
-    out_dir = out_dir or BUILD_DIR / config.name
+    out_dir = out_dir or build_dir() / config.name
     if out_dir.exists():
         shutil.rmtree(out_dir)
     render_templates(config, out_dir)
     shutil.copy2(toml_path, out_dir / "submission.toml")
     _copy_weights(config, toml_path.parent, out_dir)
+    _copy_shipped(config, toml_path.parent, out_dir)
     if wheels:
-        vendor(out_dir / "wheels")
+        lock = lock_path(toml_path, config.name)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        vendor(out_dir / "wheels", lock=lock, update_lock=update_lock)
     return out_dir

@@ -22,7 +22,8 @@ WARN_CONTEXT_BYTES = 2 * 2**30
 
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".mrxs", ".ndpi", ".scn", ".bif", ".dcm", ".vms", ".vmu", ".svslide"}
 DATA_SUFFIXES = {".npz", ".npy", ".parquet", ".h5", ".hdf5"} | SLIDE_SUFFIXES
-"""Data and heatmaps never ship in an image (shipped weights are .keras files, allowed)."""
+"""Data and heatmaps never ship in an image unless submission.toml declares them in ``ship``
+(weights as .h5, .npy, .npz); .keras models are allowed anywhere."""
 SECRET_NAMES = {".env", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".netrc", ".pypirc", "credentials", ".git-credentials"}
 SECRET_SUFFIXES = {".pem", ".key", ".p12", ".pfx"}
 CACHE_NAMES = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache", ".git", ".DS_Store"}
@@ -91,7 +92,12 @@ def _check_entry_points(context: Path, report: StaticReport) -> None:
             report.add("error", "entry point", f"{name} has no #! line, so it cannot be executed directly", name)
 
 
-def _check_file(context: Path, rel: str, report: StaticReport) -> None:
+def _declared(rel: str, ship: list[str]) -> bool:
+    """Whether ``rel`` is a file ``ship`` names or lies in a folder it names."""
+    return any(rel == item or rel.startswith(item + "/") for item in (s.strip("/") for s in ship))
+
+
+def _check_file(context: Path, rel: str, report: StaticReport, ship: list[str] = []) -> None:  # noqa: B006
     path = context / rel
     parts = Path(rel).parts
     suffix = path.suffix.lower()
@@ -99,8 +105,11 @@ def _check_file(context: Path, rel: str, report: StaticReport) -> None:
         report.add("error", "cache", "caches and version-control folders must not be baked into the image", rel)
     elif path.name in SECRET_NAMES or suffix in SECRET_SUFFIXES:
         report.add("error", "secret", "looks like a secret (key, token or credentials file)", rel)
+    elif suffix in DATA_SUFFIXES and not _declared(rel, ship):
+        report.add("error", "data", f"{suffix} files are data or derived data; the platform mounts data at /data "
+                   "(declare shipped weights in submission.toml: ship = [...])", rel)
     elif suffix in DATA_SUFFIXES:
-        report.add("error", "data", f"{suffix} files are data or derived data; the platform mounts data at /data", rel)
+        pass  # declared in ship: weights, whatever the extension
     elif suffix in TEXT_SUFFIXES and rel != "Dockerfile":  # its /root/... paths are the image's own
         text = path.read_text(encoding="utf-8", errors="replace")
         match = HOST_PATH.search(text)
@@ -121,12 +130,13 @@ def check_context(
         report.add("error", "dockerfile", "no Dockerfile in the build context", "Dockerfile")
         return report
     _check_entry_points(context, report)
+    ship: list[str] = []
     try:
-        load_submission(context / "submission.toml")
+        ship = load_submission(context / "submission.toml").ship
     except HelpkitError as err:
         report.add("error", "config", err.message, "submission.toml")
     for rel in sent_files(context):
-        _check_file(context, rel, report)
+        _check_file(context, rel, report, ship)
         report.size_bytes += (context / rel).stat().st_size
     size = f"context is {report.size_bytes / 2**20:.0f} MiB"
     if report.size_bytes > max_bytes:
