@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import LayoutOption
+from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption
 
 
 def heatmap(
@@ -21,25 +21,29 @@ def heatmap(
         int | None, typer.Option(help="Grid stride in pixels at the model's mpp (default: the run's stride).")
     ] = None,
     batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier.")] = 256,
-    workers: Annotated[
-        int | None, typer.Option(help="Patch-reading threads (default: CPU count + 2, at most 8).")
+    read_threads: Annotated[
+        int | None, typer.Option(help="Patch-reading threads per slide (default: CPU count + 2, at most 8).")
     ] = None,
     png: Annotated[
         bool, typer.Option("--png", help="Also write <slide_id>.png: the heatmap on the thumbnail.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute heatmaps that are already current.")] = False,
     layout: LayoutOption = "auto",
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Heatmap every tissue patch of every slide, out of fold: a training slide is scored by the
     fold model that held it out, a test slide by the mean of all fold models."""
     from helpkit.errors import HelpkitError
     from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.slidemap import Executor
 
-    if batch <= 0 or (stride is not None and stride <= 0) or (workers is not None and workers <= 0):
-        raise HelpkitError("--batch, --stride and --workers must be positive")
+    if batch <= 0 or (stride is not None and stride <= 0) or (read_threads is not None and read_threads <= 0):
+        raise HelpkitError("--batch, --stride and --read-threads must be positive")
     counts = make_heatmaps(
         model, slide_records(data, layout=layout), out,
-        Options(stride=stride, batch_size=batch, workers=workers, png=png, force=force),
+        Options(stride=stride, batch_size=batch, workers=read_threads, png=png, force=force),
+        executor=Executor.from_env(scheduler, workers),
     )
     typer.echo(f"heatmaps: {counts['written']} written, {counts['skipped']} already current, "
                f"{counts['failed']} failed (error recorded) in {out}")

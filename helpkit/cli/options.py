@@ -44,3 +44,13 @@ def geometry_options(func: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__annotations__ = {p.name: p.annotation for p in keyword_only + added}
     del wrapper.__wrapped__  # typer must see the new signature, not the wrapped one
     return wrapper
+
+SchedulerOption = Annotated[Optional[str], typer.Option(  # noqa: UP045
+    "--scheduler", help="Run one task per slide on the running Dask cluster at this address (tcp://HOST:PORT; "
+    "workers must see the same paths). Default: $HELPKIT_SCHEDULER, else in this process.")]
+"""``--scheduler`` of every per-slide command (``helpkit.slidemap.Executor``)."""
+
+WorkersOption = Annotated[Optional[int], typer.Option(  # noqa: UP045
+    "--workers", help="Run one task per slide on a local Dask cluster of this many worker processes "
+    "(one thread each). Default: $HELPKIT_WORKERS, else in this process.")]
+"""``--workers`` of every per-slide command: a LocalCluster of N processes."""

@@ -28,7 +28,8 @@ from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
 from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
-from helpkit.progress import progress_bar
+from helpkit.io import remove_stale_temps
+from helpkit.slidemap import Executor, active_progress, map_slides, process_cached
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.grid import cell_fractions
@@ -83,10 +84,12 @@ def out_of_fold(run: Run, slide_id: str) -> list[int]:
     return [fold.index for fold in run.folds if slide_id not in fold.train_slides]
 
 
-def keras_predictor() -> PredictorFactory:
+def keras_predictor(shared: bool = False) -> PredictorFactory:
     """A factory of predict functions from a run's fold models: their mean over the folds asked.
 
-    Each model is loaded once and kept for the factory's lifetime (one per run and fold).
+    Each model is loaded once and kept for the factory's lifetime (one per run and fold); with
+    ``shared``, for the process's lifetime instead (``helpkit.slidemap.process_cached``, keyed by
+    the model file's identity: a Dask worker loads a run's models once for all its slides).
     """
     import logging
 
@@ -95,11 +98,16 @@ def keras_predictor() -> PredictorFactory:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     models: dict[tuple[Path, int], Any] = {}
 
+    def load(run: Run, k: int) -> Any:
+        if shared:
+            path = run.fold(k).model_path
+            return process_cached(("keras-model", str(path)), file_identity(path), lambda: run.load_model(k))
+        if (run.path, k) not in models:
+            models[(run.path, k)] = run.load_model(k)
+        return models[(run.path, k)]
+
     def factory(run: Run, folds: list[int]) -> PredictFn:
-        for k in folds:
-            if (run.path, k) not in models:
-                models[(run.path, k)] = run.load_model(k)
-        chosen = [models[(run.path, k)] for k in folds]
+        chosen = [load(run, k) for k in folds]
 
         def predict(batch: np.ndarray) -> np.ndarray:
             outs = [np.asarray(m.predict_on_batch(batch), dtype=np.float32).reshape(-1) for m in chosen]
@@ -178,6 +186,7 @@ def make_heatmaps(
     out_dir: str | Path,
     options: Options = Options(),
     predictor: PredictorFactory | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, int]:
     """Write ``out_dir/<model>/<slide_id>.npz`` for every run and slide; return counts.
 
@@ -185,28 +194,59 @@ def make_heatmaps(
     ``heatmap_key``) are skipped unless ``options.force``. A slide that cannot be opened, or that every fold
     trained on, gets an error heatmap; the run goes on. Counts: ``written``, ``skipped``,
     ``failed``. ``predictor`` turns (run, folds) into a predict function (default: Keras).
+    The slides left to do go through ``helpkit.slidemap.map_slides`` on ``executor`` (default:
+    in process), one task per slide; on a cluster each worker keeps the runs' models.
     """
     runs = [load_run(d) for d in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise HelpkitError(f"two runs share a name ({names}): their heatmaps would overwrite each other")
-    maker = _SlideHeatmaps(Path(out_dir), options, predictor or keras_predictor())
-    with maker.bar:
-        slide_task = maker.bar.add_task("slides", total=len(slides))
-        for slide in slides:
-            plan = []
-            for run in runs:
-                folds = out_of_fold(run, slide.slide_id)
-                plan.append((run, folds, heatmap_key(slide, run, folds, heatmap_geometry(run, options))))
-            todo = [
-                (run, folds, key) for run, folds, key in plan
-                if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options)
-            ]
-            maker.counts["skipped"] += len(plan) - len(todo)
-            if todo:
-                maker.slide(slide, todo)
-            maker.bar.advance(slide_task)
-    return maker.counts
+    executor = executor or Executor()
+    for run in runs:  # what a killed run was writing
+        remove_stale_temps(Path(out_dir) / run.name)
+    counts = {"written": 0, "skipped": 0, "failed": 0}
+    items = []
+    for slide in slides:
+        todo = []
+        for i, run in enumerate(runs):
+            folds = out_of_fold(run, slide.slide_id)
+            key = heatmap_key(slide, run, folds, heatmap_geometry(run, options))
+            if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options):
+                todo.append((i, folds, key))
+            else:
+                counts["skipped"] += 1
+        if todo:
+            items.append((slide, tuple(todo)))
+    if predictor is None and executor.in_process:
+        predictor = keras_predictor()  # models kept for this call; on a worker, for its lifetime
+    job = SlideHeatmapJob(tuple(str(r.path) for r in runs), str(out_dir), options, predictor)
+    done = map_slides(job, items, [slide.slide_id for slide, _ in items], executor, description="heatmaps")
+    for result in done.values():
+        for name in ("written", "failed"):
+            counts[name] += result[name]
+    return counts
+
+
+@dataclass(frozen=True)
+class SlideHeatmapJob:
+    """The per-slide job of ``make_heatmaps``: one slide's heatmaps by the runs its plan names.
+
+    Called with ``(slide, ((run index, folds, key), ...))``; returns ``{"written", "failed"}``.
+    Picklable, so it runs on a Dask worker as well; with no ``predictor`` it uses the worker's
+    shared Keras models (``keras_predictor(shared=True)``).
+    """
+
+    run_dirs: tuple[str, ...]
+    out_dir: str
+    options: Options
+    predictor: PredictorFactory | None = None
+
+    def __call__(self, item: tuple[SlideRecord, tuple[tuple[int, list[int], str], ...]]) -> dict[str, int]:
+        slide, plan = item
+        runs = [load_run(d) for d in self.run_dirs]
+        maker = _SlideHeatmaps(Path(self.out_dir), self.options, self.predictor or keras_predictor(shared=True))
+        maker.slide(slide, [(runs[i], list(folds), key) for i, folds, key in plan])
+        return {"written": maker.counts["written"], "failed": maker.counts["failed"]}
 
 
 class _SlideHeatmaps:
@@ -217,8 +257,8 @@ class _SlideHeatmaps:
         self.options = options
         self.predictor = predictor
         self.counts = {"written": 0, "skipped": 0, "failed": 0}
-        self.bar = progress_bar()
-        self.patch_task = self.bar.add_task("patches", total=None)
+        self.bar = active_progress()  # patch progress in process; none on a cluster worker
+        self.patch_task = self.bar.add_task("patches", total=None) if self.bar else None
 
     def _write(self, heatmap: Heatmap, thumb: tuple[np.ndarray, float] | None = None) -> None:
         out = heatmap_path(self.out_dir, heatmap.model, heatmap.slide_id)
@@ -265,11 +305,13 @@ class _SlideHeatmaps:
     def _heatmap(self, reader: SlideReader, slide: SlideRecord, run: Run, folds: list[int], grid: GridSpec,
                  tissue: np.ndarray) -> Heatmap:
         bar, task = self.bar, self.patch_task
-        bar.update(task, total=int(tissue.sum()), completed=0, description=f"patches {slide.slide_id} · {run.name}")
+        if bar is not None:
+            bar.update(task, total=int(tissue.sum()), completed=0,
+                       description=f"patches {slide.slide_id} · {run.name}")
         result = run_heatmap(
             reader, self.predictor(run, folds), grid, tissue,
             batch_size=self.options.batch_size, workers=self.options.workers,
-            on_batch=lambda n: bar.advance(task, n),
+            on_batch=(lambda n: bar.advance(task, n)) if bar is not None else None,
         )
         return Heatmap(
             prob=result.prob, tissue=tissue, missing=result.missing,
