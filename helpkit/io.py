@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -125,3 +126,28 @@ def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented, strict JSON (NaN and infinities as null) to ``path`` atomically."""
     write_text(path, json_text(obj, sort_keys=True) + "\n")
+
+
+IDENTITY_BYTES = 64 * 1024
+"""Bytes hashed at each end of a file for its identity (headers and the last tiles/index)."""
+
+
+def file_identity(path: str | Path) -> str:
+    """Size, modification time (ns) and a BLAKE2 digest of the first and last 64 KiB of a file;
+    for a folder (a multi-file slide) the same of every file in it, by relative path. A missing
+    path has the identity 'missing'."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [f"{p.relative_to(path)}={file_identity(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+    try:
+        stat = path.stat()
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            digest.update(f.read(IDENTITY_BYTES))
+            if stat.st_size > IDENTITY_BYTES:
+                f.seek(max(IDENTITY_BYTES, stat.st_size - IDENTITY_BYTES))
+                digest.update(f.read(IDENTITY_BYTES))
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"

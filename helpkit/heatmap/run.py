@@ -28,7 +28,7 @@ from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
 from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
-from helpkit.io import remove_stale_temps
+from helpkit.io import file_identity, remove_stale_temps
 from helpkit.slidemap import Executor, active_progress, map_slides, process_cached
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
 from helpkit.slide.geometry import PatchGeometry
@@ -40,31 +40,6 @@ MIN_TISSUE_FRACTION = 0.1
 the training index's bar, so tumour at the edge of tissue is still looked at."""
 
 PredictorFactory = Callable[[Run, list[int]], PredictFn]
-
-IDENTITY_BYTES = 64 * 1024
-"""Bytes hashed at each end of a file for its identity (headers and the last tiles/index)."""
-
-
-def file_identity(path: str | Path) -> str:
-    """Size, modification time (ns) and a BLAKE2 digest of the first and last 64 KiB of a file;
-    for a folder (a multi-file slide) the same of every file in it, by relative path. A missing
-    path has the identity 'missing'."""
-    path = Path(path)
-    if path.is_dir():
-        parts = [f"{p.relative_to(path)}={file_identity(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
-        return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
-    try:
-        stat = path.stat()
-        digest = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as f:
-            digest.update(f.read(IDENTITY_BYTES))
-            if stat.st_size > IDENTITY_BYTES:
-                f.seek(max(IDENTITY_BYTES, stat.st_size - IDENTITY_BYTES))
-                digest.update(f.read(IDENTITY_BYTES))
-    except OSError:
-        return "missing"
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
-
 
 def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchGeometry) -> str:
     """What a heatmap is made from, as one digest: the slide file and what is recorded of it
