@@ -210,6 +210,11 @@ class SubmissionConfig(_Strict):
         description="helpkit: the image runs helpkit's pipeline on [[models]] and [ensemble]; custom: the image "
         "runs the submission folder's own train.sh and inference.sh (no [[models]], no [ensemble]), "
         "with helpkit, TensorFlow and LightGBM installed.",
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="cpu: the image ships tensorflow-cpu; gpu: TensorFlow with CUDA (pip's tensorflow[and-cuda]), "
+        "and the validator gives the stages the host's GPUs (`helpkit submission build NAME --device` overrides).",
+    )
     )
     ship: list[str] = Field(
         default_factory=list,

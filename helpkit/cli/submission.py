@@ -20,6 +20,9 @@ def build(
     update_lock: bool = typer.Option(
         False, "--update-lock", help="Resolve the dependencies again and rewrite submission.lock (otherwise a "
         "build installs exactly the lock its first build wrote)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu (tensorflow-cpu) or gpu (TensorFlow with CUDA, tagged :gpu; its own lock, "
+        "submission.gpu.lock); default: submission.toml's device."),
 ) -> None:
     """Render build/NAME (templates + the locked wheelhouse), build and tag the image, print its id and size.
 
@@ -28,7 +31,12 @@ def build(
     is labelled with helpkit's version, the project's git commit and the lock's sha256."""
     from helpkit.submission.docker_build import build_submission
 
-    built = build_submission(name, quiet=quiet, update_lock=update_lock)
+    from helpkit.errors import HelpkitError
+    from helpkit.submission.device import DEVICES
+
+    if device is not None and device not in DEVICES:
+        raise HelpkitError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    built = build_submission(name, quiet=quiet, update_lock=update_lock, device=device)
     typer.echo(built.summary())
 
 

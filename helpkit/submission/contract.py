@@ -310,12 +310,16 @@ def run_stage(
     mounts: dict[str, tuple[Path, str]],
     limits: Limits,
     log_path: Path | None = None,
+    gpus: bool = False,
 ) -> StageResult:
     """Run ``./train.sh`` or ``./inference.sh`` of ``image`` with ``mounts`` ({container path: (host path, 'ro'|'rw')}).
 
     The whole log is written to ``log_path`` when given (else only its tail is kept). Each
-    writable mount in ``MOUNT_CAPS`` is held to its cap from ``limits``.
+    writable mount in ``MOUNT_CAPS`` is held to its cap from ``limits``. ``gpus``: the
+    container gets every GPU of the host (``--gpus all``).
     """
+    from helpkit.submission.device import device_requests
+
     from docker.errors import APIError
     from requests.exceptions import RequestException
 
@@ -343,6 +347,7 @@ def run_stage(
         tmpfs={"/tmp": f"rw,nosuid,nodev,mode=1777,size={limits.tmp_size}"},
         volumes={str(host.resolve()): {"bind": inside, "mode": mode} for inside, (host, mode) in mounts.items()},
         labels={"helpkit.stage": stage},
+        device_requests=device_requests(gpus),
     )
     stop = threading.Event()
     try:

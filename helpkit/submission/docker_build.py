@@ -33,9 +33,9 @@ class BuiltImage:
         return f"{self.tag}  {self.image_id}  {self.size_bytes / 1e6:.0f} MB  built in {self.seconds:.1f} s"
 
 
-def image_tag(name: str) -> str:
-    """The tag of a submission's image."""
-    return f"helpkit-submission/{name}:latest"
+def image_tag(name: str, device: str = "cpu") -> str:
+    """The tag of a submission's image: ``:latest``, or ``:gpu`` for its GPU build."""
+    return f"helpkit-submission/{name}:{'latest' if device == 'cpu' else device}"
 
 
 def _git_commit(folder: Path) -> str | None:
@@ -142,17 +142,19 @@ def build_image(context: Path, tag: str, quiet: bool = False) -> BuiltImage:
     return BuiltImage(tag, str(image.id), int(image.attrs.get("Size", 0)), time.monotonic() - start)
 
 
-def build_submission(name_or_path: str | Path, quiet: bool = False, update_lock: bool = False) -> BuiltImage:
+def build_submission(name_or_path: str | Path, quiet: bool = False, update_lock: bool = False,
+                     device: str | None = None) -> BuiltImage:
     """Render ``<project>/build/NAME`` (wheelhouse included: the submission's lock, written on its
-    first build, ``update_lock`` to resolve again) and build the submission's image."""
+    first build, ``update_lock`` to resolve again) and build the submission's image; ``device``
+    (``cpu``/``gpu``) overrides the config's, a GPU build tagged ``:gpu``."""
     from helpkit.config import load_submission
     from helpkit.submission.render import render
     from helpkit.submission.static import check_context
 
     client()  # fail fast, before the wheelhouse, when no engine is reachable
     start = time.monotonic()
-    context = render(name_or_path, update_lock=update_lock)
+    context = render(name_or_path, update_lock=update_lock, device=device)
     check_context(context).raise_errors()
     config = load_submission(context / "submission.toml")
-    built = build_image(context, image_tag(config.name), quiet=quiet)
+    built = build_image(context, image_tag(config.name, device or config.device), quiet=quiet)
     return BuiltImage(built.tag, built.image_id, built.size_bytes, time.monotonic() - start)

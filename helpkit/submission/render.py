@@ -17,8 +17,9 @@ TEMPLATES = ("Dockerfile", "train.sh", "inference.sh", ".dockerignore")
 EXECUTABLE = ("train.sh", "inference.sh")
 
 
-def render_templates(config: SubmissionConfig, out_dir: Path) -> None:
-    """Write the rendered templates into ``out_dir`` (entry points executable)."""
+def render_templates(config: SubmissionConfig, out_dir: Path, device: str | None = None) -> None:
+    """Write the rendered templates into ``out_dir`` (entry points executable) for ``device``
+    (the config's when None)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -29,7 +30,7 @@ def render_templates(config: SubmissionConfig, out_dir: Path) -> None:
     )
     weights = [m.weights for m in config.models if m.weights]
     context = {"name": config.name, "base_image": config.base_image, "paths": PLATFORM, "weights": weights,
-               "ship": [item.rstrip("/") for item in config.ship]}
+               "ship": [item.rstrip("/") for item in config.ship], "device": device or config.device}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TEMPLATES:
         if config.kind == "custom" and name in EXECUTABLE:
@@ -72,33 +73,37 @@ def _copy_shipped(config: SubmissionConfig, source_dir: Path, out_dir: Path) -> 
             os.chmod(dest, 0o755)
 
 
-def lock_path(toml_path: Path, name: str) -> Path:
+def lock_path(toml_path: Path, name: str, device: str = "cpu") -> Path:
     """Where a submission's lock lives: beside its submission.toml, or, for an example shipped
-    inside helpkit's package (never written), ``<project>/build/locks/NAME.lock``."""
+    inside helpkit's package (never written), ``<project>/build/locks/NAME.lock``; a GPU
+    image's lock (other wheels: TensorFlow with CUDA) is ``submission.gpu.lock``, ``NAME.gpu.lock``."""
+    suffix = "" if device == "cpu" else f".{device}"
     if is_packaged(toml_path):
-        return build_dir() / "locks" / f"{name}.lock"
-    return toml_path.parent / "submission.lock"
+        return build_dir() / "locks" / f"{name}{suffix}.lock"
+    return toml_path.parent / f"submission{suffix}.lock"
 
 
 def render(name_or_path: str | Path, out_dir: Path | None = None, wheels: bool = True,
-           update_lock: bool = False) -> Path:
+           update_lock: bool = False, device: str | None = None) -> Path:
     """Render the build context of a submission; return its folder.
 
     The folder is rebuilt from scratch; ``wheels=True`` fills its ``wheels/`` from the
     wheelhouse cache, exactly the submission's lock when it has one (written on this first
     build; ``update_lock`` resolves again), and ``wheels=False`` leaves it out, for static checks.
+    ``device`` (``cpu``/``gpu``) overrides the config's: which TensorFlow the wheelhouse holds.
     """
     toml_path = resolve_submission_path(name_or_path)
     config = load_submission(toml_path)
     out_dir = out_dir or build_dir() / config.name
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    render_templates(config, out_dir)
+    device = device or config.device
+    render_templates(config, out_dir, device)
     shutil.copy2(toml_path, out_dir / "submission.toml")
     _copy_weights(config, toml_path.parent, out_dir)
     _copy_shipped(config, toml_path.parent, out_dir)
     if wheels:
-        lock = lock_path(toml_path, config.name)
+        lock = lock_path(toml_path, config.name, device)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        vendor(out_dir / "wheels", lock=lock, update_lock=update_lock)
+        vendor(out_dir / "wheels", lock=lock, update_lock=update_lock, device=device)
     return out_dir

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
 from helpkit.submission.contract import MAX_LINE, clip
+from helpkit.submission.device import GPU_NOT_CHECKED
 from helpkit.submission.paths import PLATFORM
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class ValidationReport:
     extra_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=lambda: {"image": "cpu", "gpus": False, "gpu_checked": False})
+    """What the image was built for and whether its stages had GPUs (``helpkit.submission.device``)."""
 
     def fail(self, reason: str) -> None:
         """Record a failure, as one line that fits the verdict's length limit."""
@@ -78,8 +81,13 @@ class ValidationReport:
 
     @property
     def verdict(self) -> str:
-        """``PASS`` or ``FAIL: <first reason>``, at most ``MAX_LINE`` characters."""
-        return "PASS" if self.passed else clip(f"{FAIL_PREFIX}{self.failures[0]}")
+        """``PASS`` or ``FAIL: <first reason>``, at most ``MAX_LINE`` characters; a GPU image that
+        passed on a host without GPUs says ``PASS (GPU use not checked: ...)``."""
+        if not self.passed:
+            return clip(f"{FAIL_PREFIX}{self.failures[0]}")
+        if self.device["image"] == "gpu" and not self.device["gpu_checked"]:
+            return clip(f"PASS ({GPU_NOT_CHECKED})")
+        return "PASS"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, verdict first."""
@@ -98,6 +106,7 @@ class ValidationReport:
             "score": self.score,
             "extra_tests": self.extra_tests,
             "limits": self.limits,
+            "device": self.device,
             "logs": self.logs,
             "warnings": self.warnings,
             "failures": self.failures,
@@ -257,6 +266,22 @@ def _log_path(report_path: Path | None, root: Path, label: str) -> Path:
     return root / f"{slug}.log"
 
 
+def _gpus(engine: Any, image_id: str, report: ValidationReport) -> bool:
+    """Whether the stages get the host's GPUs: a GPU image on a host whose engine has them.
+
+    A GPU image on a host without them runs on the CPU, with a warning and a verdict saying
+    that GPU use was not checked.
+    """
+    from helpkit.submission.device import host_gpus, image_device
+
+    device = image_device(engine, image_id)
+    gpus = device == "gpu" and host_gpus(engine)
+    report.device = {"image": device, "gpus": gpus, "gpu_checked": gpus}
+    if device == "gpu" and not gpus:
+        report.warn(GPU_NOT_CHECKED)
+    return gpus
+
+
 def validate(
     target: str | Path,
     data_dir: str | Path,
@@ -299,6 +324,7 @@ def validate(
         context, image_id = built
         limits = load_submission(context / "submission.toml").limits
         report.limits = limits.model_dump()
+        gpus = _gpus(engine, image_id, report)
         with tempfile.TemporaryDirectory(prefix="helpkit-validate-") as tmp:
             root = Path(work_dir) if work_dir is not None else Path(tmp)
             model_dir = root / "model"
@@ -319,7 +345,7 @@ def validate(
                 mounts = stage_mounts(stage, stage_data, models[name], outputs.get(name, root / "output"),
                                       model_writable=writable)
                 log_path = _log_path(report_path, root, label) if keep_logs else None
-                result = run_stage(engine, image_id, stage, mounts, limits, log_path=log_path)
+                result = run_stage(engine, image_id, stage, mounts, limits, log_path=log_path, gpus=gpus)
                 report.stages.append({**result.to_dict(), "label": label})
                 if log_path is not None:
                     report.logs[label] = str(log_path)

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlparse
 
 from helpkit.errors import HelpkitError
 from helpkit.project import cache_dir
+from helpkit.submission.device import device_metadata, device_pyproject
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The source checkout when helpkit runs from one (``pyproject.toml`` there); else site-packages."""
@@ -107,14 +108,17 @@ def source_tree() -> Path | None:
     return None
 
 
-def build_helpkit_wheel(out_dir: Path) -> Path:
-    """helpkit's wheel in ``out_dir``: built from the checkout, or repacked from the installed copy."""
+def build_helpkit_wheel(out_dir: Path, device: str = "cpu") -> Path:
+    """helpkit's wheel in ``out_dir``: built from the checkout, or repacked from the installed copy.
+
+    Its requirements are those of an image for ``device`` (``helpkit.submission.device``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("helpkit-*.whl"):
         old.unlink()
     root = source_tree()
     if root is None:
-        return repack_installed(out_dir)
+        return repack_installed(out_dir, device)
     with tempfile.TemporaryDirectory(prefix="helpkit-wheel-") as tmp:
         for name in PACKAGE_SOURCES:
             src, dest = root / name, Path(tmp) / name
@@ -124,6 +128,8 @@ def build_helpkit_wheel(out_dir: Path) -> Path:
                 shutil.copy2(src, dest)
         args = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir.resolve()), tmp]
         _pip(args, "building the helpkit wheel")
+        pyproject = Path(tmp) / "pyproject.toml"
+        pyproject.write_text(device_pyproject(pyproject.read_text(encoding="utf-8"), device), encoding="utf-8")
     (wheel,) = out_dir.glob("helpkit-*.whl")
     return wheel
 
@@ -134,7 +140,7 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def repack_installed(out_dir: Path) -> Path:
+def repack_installed(out_dir: Path, device: str = "cpu") -> Path:
     """Rebuild the wheel of the installed helpkit (pip installed it from a wheel; no sources here).
 
     The package's files and its ``.dist-info`` as installed, less what the installer added
@@ -167,6 +173,8 @@ def repack_installed(out_dir: Path) -> Path:
             data = path.read_bytes()
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
+            if name.endswith(".dist-info/METADATA"):
+                data = device_metadata(data.decode("utf-8"), device).encode("utf-8")
             zf.writestr(info, data, zipfile.ZIP_DEFLATED)
             record.append(f"{name},{_record_hash(data)},{len(data)}")
         record.append(f"{info_dir}/RECORD,,")
@@ -268,7 +276,8 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, update_lock: bool = False) -> list[Path]:
+def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, update_lock: bool = False,
+           device: str = "cpu") -> list[Path]:
     """Fill ``dest/helpkit`` with helpkit's wheel and ``dest/deps`` with its dependencies.
 
     Two folders so the image installs the dependencies in a layer that a change to helpkit's
@@ -276,7 +285,8 @@ def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, upda
     dependencies are exactly its wheels, checked by sha256 and checked to satisfy helpkit's
     requirements offline; otherwise they are resolved (downloading only what ``cache`` lacks,
     pip showing its progress) and, when ``lock`` is given, written to it. ``dest/deps`` gets the
-    lock as ``requirements.lock`` either way. Returns the files placed.
+    lock as ``requirements.lock`` either way. ``device`` picks the TensorFlow build of helpkit's
+    wheel (``helpkit.submission.device``); both devices share ``cache``. Returns the files placed.
     """
     check_pip()
     cache = cache or cache_dir()
@@ -284,7 +294,7 @@ def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, upda
         shutil.rmtree(dest)
     (dest / "deps").mkdir(parents=True)
     cache.mkdir(parents=True, exist_ok=True)
-    wheel = build_helpkit_wheel(dest / "helpkit")
+    wheel = build_helpkit_wheel(dest / "helpkit", device)
     if lock is not None and lock.is_file() and not update_lock:
         files = _locked_files(lock, cache)
         for src in files:
