@@ -85,6 +85,20 @@ def _ensemble_params(config: SubmissionConfig) -> dict[str, Any]:
     return params
 
 
+def _heatmaps(run_dirs: list[Path], config: SubmissionConfig, records: list, out: Path) -> dict[str, int]:
+    """``make_heatmaps`` of every model, each with its own mixed precision and XLA (one call when they agree)."""
+    from collections import Counter
+
+    from helpkit.heatmap.run import Options, make_heatmaps
+
+    groups: dict[tuple[bool, bool], list[Path]] = {}
+    for spec, run_dir in zip(config.models, run_dirs):
+        groups.setdefault((spec.mixed_precision, bool(spec.xla)), []).append(run_dir)
+    counts: Counter[str] = Counter()
+    for (mixed, xla), dirs in groups.items():
+        counts.update(make_heatmaps(dirs, records, out, Options(mixed_precision=mixed, xla=xla)))
+    return dict(counts)
+
 def train(
     data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None,
     strict: bool = False, layout: str | None = None,
@@ -94,7 +108,7 @@ def train(
     from helpkit.data import check_labels, discover
     from helpkit.ensemble import fit_ensemble, write_report
     from helpkit.features.table import build_features
-    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.heatmap.run import slide_records
     from helpkit.train.fit import TrainConfig, train_run
 
     started = time.monotonic()
@@ -112,14 +126,15 @@ def train(
         index = _patch_index(slides, spec, config.seed, model_dir)
         log(f"training {spec.name} ({spec.architecture}, {spec.folds} folds)")
         train_config = TrainConfig(model=spec.architecture, width=spec.width, folds=spec.folds, epochs=spec.epochs,
-                                   batch_size=spec.batch, seed=config.seed)
+                                   batch_size=spec.batch, seed=config.seed,
+                                   mixed_precision=spec.mixed_precision, xla=spec.xla)
         budget = spec.time_budget_min * 60 if spec.time_budget_min is not None else None
         train_run(index, run_dir, train_config, name=spec.name, time_budget_s=budget)
         timings[f"train_{spec.name}"] = time.monotonic() - t0
 
     t0 = time.monotonic()
     heatmap_dir = model_dir / "heatmaps"
-    counts = make_heatmaps(run_dirs, slide_records(data_dir, layout=layout), heatmap_dir, Options())
+    counts = _heatmaps(run_dirs, config, slide_records(data_dir, layout=layout), heatmap_dir)
     timings["heatmaps"] = time.monotonic() - t0
     log(f"out-of-fold heatmaps: {counts}")
 
@@ -171,7 +186,7 @@ def inference_features(
     import json
 
     from helpkit.features.table import build_features
-    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.heatmap.run import slide_records
 
     model_dir = Path(model_dir)
     meta_path = model_dir / PIPELINE_FILE
@@ -182,7 +197,7 @@ def inference_features(
     slide_ids = [r.slide_id for r in records]
     work = inference_dir(Path(work_dir) if work_dir is not None else default_work_dir(), slide_ids)
     log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}; scratch in {work}")
-    make_heatmaps([model_dir / runs[spec.name] for spec in config.models], records, work / "heatmaps", Options())
+    _heatmaps([model_dir / runs[spec.name] for spec in config.models], config, records, work / "heatmaps")
     features_path = work / "features.parquet"
     build_features([work / "heatmaps" / spec.name for spec in config.models], features_path)
     return pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids), work

@@ -68,6 +68,12 @@ def train(
         "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
         "a class folder not in lower case) are errors, not warnings.")] = False,
     layout: LayoutOption = "auto",
+    mixed_precision: Annotated[bool, typer.Option(
+        "--mixed-precision", help="Train in mixed_float16 (float32 variables and output, loss scaling): "
+        "faster on a GPU with tensor cores, slower on a CPU.")] = False,
+    xla: Annotated[bool | None, typer.Option(
+        "--xla/--no-xla", help="XLA-compile the train step (default: Keras' auto, on a GPU only).",
+        show_default=False)] = None,
     export: Annotated[Path | None, typer.Option(
         "--export", help="After training, also write the run to this new folder without its patch cache and "
         "checkpoints, ready to ship in a submission (helpkit export RUN_DIR DIR does the same later).")] = None,
@@ -92,7 +98,8 @@ def train(
         build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
         patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
-                         learning_rate=learning_rate, seed=seed, cache=cache)
+                         learning_rate=learning_rate, seed=seed, cache=cache,
+                         mixed_precision=mixed_precision, xla=xla)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S
     run = train_run(patches, out, config, name=name, time_budget_s=budget_s)
     import json

@@ -41,9 +41,11 @@ the training index's bar, so tumour at the edge of tissue is still looked at."""
 
 PredictorFactory = Callable[[Run, list[int]], PredictFn]
 
-def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchGeometry) -> str:
+def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchGeometry,
+                compute: dict[str, bool] | None = None) -> str:
     """What a heatmap is made from, as one digest: the slide file and what is recorded of it
-    (id, split, label), the model name, its fold model files and the geometry."""
+    (id, split, label), the model name, its fold model files and the geometry; and ``compute``
+    (mixed precision, XLA) when either is on, so float32 heatmaps keep their keys."""
     parts = {
         "slide": file_identity(slide.path),
         "record": [slide.slide_id, slide.split, None if math.isnan(slide.label) else slide.label],
@@ -51,6 +53,8 @@ def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchG
         "folds": {str(k): file_identity(run.fold(k).model_path) for k in sorted(folds)},
         "geometry": geometry.to_dict(),
     }
+    if compute and any(compute.values()):
+        parts["compute"] = compute
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -59,13 +63,18 @@ def out_of_fold(run: Run, slide_id: str) -> list[int]:
     return [fold.index for fold in run.folds if slide_id not in fold.train_slides]
 
 
-def keras_predictor(shared: bool = False) -> PredictorFactory:
+def keras_predictor(shared: bool = False, mixed_precision: bool = False, xla: bool = False) -> PredictorFactory:
     """A factory of predict functions from a run's fold models: their mean over the folds asked.
 
     Each model is loaded once and kept for the factory's lifetime (one per run and fold); with
     ``shared``, for the process's lifetime instead (``helpkit.slidemap.process_cached``, keyed by
     the model file's identity: a Dask worker loads a run's models once for all its slides).
+    ``mixed_precision`` / ``xla`` run each model through ``helpkit.models.compute``'s compiled
+    forward pass (mixed_float16, XLA); without either, ``predict_on_batch`` as always.
     """
+    from helpkit.models.compute import forward, inference_model
+
+    compiled = mixed_precision or xla
     import logging
 
     # Every fold model traces its own predict function once, by design: TensorFlow's
@@ -73,19 +82,27 @@ def keras_predictor(shared: bool = False) -> PredictorFactory:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     models: dict[tuple[Path, int], Any] = {}
 
+    def make(run: Run, k: int) -> Any:
+        model = run.load_model(k)
+        if not compiled:
+            return model.predict_on_batch
+        model = inference_model(model, run.architecture, run.geometry.patch_size, run.width, mixed_precision)
+        return forward(model, xla=xla)
+
     def load(run: Run, k: int) -> Any:
         if shared:
             path = run.fold(k).model_path
-            return process_cached(("keras-model", str(path)), file_identity(path), lambda: run.load_model(k))
+            key = ("keras-model", str(path), mixed_precision, xla)
+            return process_cached(key, file_identity(path), lambda: make(run, k))
         if (run.path, k) not in models:
-            models[(run.path, k)] = run.load_model(k)
+            models[(run.path, k)] = make(run, k)
         return models[(run.path, k)]
 
     def factory(run: Run, folds: list[int]) -> PredictFn:
         chosen = [load(run, k) for k in folds]
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            outs = [np.asarray(m.predict_on_batch(batch), dtype=np.float32).reshape(-1) for m in chosen]
+            outs = [np.asarray(m(batch), dtype=np.float32).reshape(-1) for m in chosen]
             return np.mean(outs, axis=0)
 
         return predict
@@ -134,6 +151,10 @@ class Options:
     workers: int | None = None
     png: bool = False
     force: bool = False
+    mixed_precision: bool = False
+    """Run the models in mixed_float16 (``helpkit.models.compute``)."""
+    xla: bool = False
+    """Run the models' forward pass XLA-compiled."""
 
 
 def heatmap_geometry(run: Run, options: Options) -> PatchGeometry:
@@ -185,7 +206,8 @@ def make_heatmaps(
         todo = []
         for i, run in enumerate(runs):
             folds = out_of_fold(run, slide.slide_id)
-            key = heatmap_key(slide, run, folds, heatmap_geometry(run, options))
+            key = heatmap_key(slide, run, folds, heatmap_geometry(run, options),
+                              {"mixed_precision": options.mixed_precision, "xla": options.xla})
             if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options):
                 todo.append((i, folds, key))
             else:
@@ -193,7 +215,7 @@ def make_heatmaps(
         if todo:
             items.append((slide, tuple(todo)))
     if predictor is None and executor.in_process:
-        predictor = keras_predictor()  # models kept for this call; on a worker, for its lifetime
+        predictor = keras_predictor(mixed_precision=options.mixed_precision, xla=options.xla)  # models kept for this call; on a worker, for its lifetime
     job = SlideHeatmapJob(tuple(str(r.path) for r in runs), str(out_dir), options, predictor)
     done = map_slides(job, items, [slide.slide_id for slide, _ in items], executor, description="heatmaps")
     for result in done.values():
@@ -219,7 +241,8 @@ class SlideHeatmapJob:
     def __call__(self, item: tuple[SlideRecord, tuple[tuple[int, list[int], str], ...]]) -> dict[str, int]:
         slide, plan = item
         runs = [load_run(d) for d in self.run_dirs]
-        maker = _SlideHeatmaps(Path(self.out_dir), self.options, self.predictor or keras_predictor(shared=True))
+        maker = _SlideHeatmaps(Path(self.out_dir), self.options, self.predictor or keras_predictor(
+            shared=True, mixed_precision=self.options.mixed_precision, xla=self.options.xla))
         maker.slide(slide, [(runs[i], list(folds), key) for i, folds, key in plan])
         return {"written": maker.counts["written"], "failed": maker.counts["failed"]}
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json
 from helpkit.models import build
+from helpkit.models.compute import build_model, jit_compile
 from helpkit.train.augment import AugmentConfig
 from helpkit.train.cache import open_cache
 from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget, Validation
@@ -48,6 +49,10 @@ class TrainConfig:
     seed: int = 0
     cache: bool = True
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    mixed_precision: bool = False
+    """Train under Keras' mixed_float16 policy (float32 output and variables, loss scaling)."""
+    xla: bool | None = None
+    """XLA-compile the train step; None: Keras' "auto" (XLA on a GPU, not on a CPU)."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,9 @@ def fold_data(index: pd.DataFrame, source: PatchSource, train_slides: list[str],
     return FoldData(source, train, labels[train], val, labels[val], int(unreadable.sum()))
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
+def _compile(model: keras.Model, learning_rate: float, xla: bool | None = None) -> None:
     model.compile(
+        jit_compile=jit_compile(xla),
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
@@ -119,8 +125,8 @@ def train_fold(
         return state
     if state is None:
         keras.utils.set_random_seed(config.seed)
-        model = build(config.model, patch_size=patch_size, width=config.width)
-        _compile(model, config.learning_rate)
+        model = build_model(config.model, patch_size, config.width, mixed_precision=config.mixed_precision)
+        _compile(model, config.learning_rate, config.xla)
         state = {"epochs_done": 0, "history": [], "best": None, "best_epoch": -1}
     else:
         try:
