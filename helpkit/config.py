@@ -71,8 +71,6 @@ class ModelSpec(_Strict):
     stride: int | None = _geometry_field("stride", ge=1)
     tissue_mpp: float = _geometry_field("tissue_mpp", gt=0)
     batch: int = Field(default=64, ge=1, description="Training batch size.")
-    max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide (half per class).")
-    weights: str | None = Field(
     mixed_precision: bool = Field(
         default=False, description="Train and infer in mixed_float16 (float32 output and variables): faster on a "
         "GPU with tensor cores (device = \"gpu\"), slower on a CPU; probabilities within 0.02 of float32.",
@@ -81,6 +79,8 @@ class ModelSpec(_Strict):
         default=None, description="XLA-compile the train step and the inference forward pass; unset: Keras' choice "
         "in training (XLA on a GPU only), none in inference.",
     )
+    max_patches_per_slide: int = Field(default=2000, ge=1, description="Cap on patches sampled from one slide (half per class).")
+    weights: str | None = Field(
         default=None,
         description="A run folder (relative to the submission folder) shipped in the image; "
         "when set the train stage skips this model.",
@@ -212,17 +212,17 @@ class SubmissionConfig(_Strict):
         default="helpkit/base:bookworm",
         description="FROM image: helpkit/base:bookworm (built locally), python:3.11-slim, or a TensorFlow GPU image.",
     )
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="cpu: the image ships tensorflow-cpu; gpu: TensorFlow with CUDA (pip's tensorflow[and-cuda]), "
+        "and the validator gives the stages the host's GPUs (`helpkit submission build NAME --device` overrides).",
+    )
     seed: int = Field(default=0, description="Seed of sampling, fold splits and training.")
     kind: Literal["helpkit", "custom"] = Field(
         default="helpkit",
         description="helpkit: the image runs helpkit's pipeline on [[models]] and [ensemble]; custom: the image "
         "runs the submission folder's own train.sh and inference.sh (no [[models]], no [ensemble]), "
         "with helpkit, TensorFlow and LightGBM installed.",
-    device: Literal["cpu", "gpu"] = Field(
-        default="cpu",
-        description="cpu: the image ships tensorflow-cpu; gpu: TensorFlow with CUDA (pip's tensorflow[and-cuda]), "
-        "and the validator gives the stages the host's GPUs (`helpkit submission build NAME --device` overrides).",
-    )
     )
     ship: list[str] = Field(
         default_factory=list,
