@@ -138,6 +138,13 @@ def test_cli_on_a_cluster_equals_in_process_and_a_rerun_recomputes_nothing(
                           executor=Executor(scheduler=address))
     assert again == {"written": 0, "skipped": 6, "failed": 0}
     assert mtimes(out / "tiny") == before
+    import pandas as pd
+
+    from helpkit.features import build_features
+
+    assert build_features([local], tmp_path / "local.parquet")
+    assert build_features([out], tmp_path / "cluster.parquet", executor=Executor(scheduler=address))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "cluster.parquet"))
 
 
 def square(x: int) -> int:
@@ -153,6 +160,31 @@ def test_map_slides_same_results_in_process_and_on_a_local_cluster() -> None:
     assert Executor.from_env("tcp://x:1").scheduler == "tcp://x:1"
     # --workers N: a LocalCluster started for the map and stopped after it
     assert map_slides(abs, [-3, 4, -5], ["a", "b", "c"], Executor(workers=2)) == {"a": 3, "b": 4, "c": 5}
+
+
+def test_index_on_the_cluster_equals_in_process_and_resumes_from_its_parts(
+    tiny_competition: Path, tmp_path: Path, dask_cluster
+) -> None:
+    import pandas as pd
+
+    from helpkit.data import discover
+    from helpkit.slide.index import index_dataset
+
+    address, _ = dask_cluster
+    slides = discover(tiny_competition, "train")
+    local = index_dataset(slides, progress=False)
+    parts = tmp_path / "parts"
+    remote = index_dataset(slides, progress=False, executor=Executor(scheduler=address), parts_dir=parts)
+    pd.testing.assert_frame_equal(local.patches, remote.patches)
+    pd.testing.assert_frame_equal(local.summary, remote.summary)
+    before = mtimes(parts)
+    (parts / "Slide002.parquet").unlink()  # as if the run had been killed before this slide
+    again = index_dataset(slides, progress=False, executor=Executor(scheduler=address), parts_dir=parts)
+    pd.testing.assert_frame_equal(local.patches, again.patches)
+    after = mtimes(parts)
+    assert {k: v for k, v in after.items() if k != "Slide002.parquet"} == {
+        k: v for k, v in before.items() if k != "Slide002.parquet"}
+    assert after["Slide002.parquet"] != before["Slide002.parquet"]
 
 
 STARTED = "started-"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import LayoutOption, geometry_options
+from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption, geometry_options
 from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
 
@@ -42,6 +42,12 @@ def index(
         "--strict", help="Training-label problems (a mask that contradicts its class folder, a class folder "
         "not in lower case) are errors, not warnings.")] = False,
     layout: LayoutOption = "auto",
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    parts: Annotated[Path | None, typer.Option(
+        help="Folder of per-slide parts (<slide_id>.parquet): a rerun reuses a slide's part while its "
+        "files and these options are unchanged; a killed run resumes. Default: OUT's name + .slides beside it."
+    )] = None,
     geometry: PatchGeometry = PatchGeometry(),
 ) -> None:
     """Index slides: tissue, patch grid, labels from the tumour masks, per-slide sampling.
@@ -52,11 +58,13 @@ def index(
     """
     from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
+    from helpkit.slidemap import Executor
 
     slides = check_labels(discover(data, None if split is Split.all else split.value, layout), strict)
     config = IndexConfig(geometry=geometry, tumour_threshold=tumour_threshold, min_tissue=min_tissue,
                          max_per_class=max_per_class, balance=balance, seed=seed)
-    result = index_dataset(slides, config)
+    parts = parts or out.with_name(f"{out.name}.slides")
+    result = index_dataset(slides, config, executor=Executor.from_env(scheduler, workers), parts_dir=parts)
     if not result.summary.empty:
         typer.echo(result.summary.to_string(index=False))
     for slide_id, error in result.failures:

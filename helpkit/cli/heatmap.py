@@ -61,11 +61,14 @@ def features(
     ],
     out: Annotated[Path, typer.Option(help="Features table to write (parquet), one row per slide.")],
     force: Annotated[bool, typer.Option("--force", help="Rewrite even if the inputs have not changed.")] = False,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Slide-level features (<model>__<feature> columns) of every heatmap, in one parquet table."""
     from helpkit.features import build_features
+    from helpkit.slidemap import Executor
 
-    if build_features(heatmap_dirs, out, force=force):
+    if build_features(heatmap_dirs, out, force=force, executor=Executor.from_env(scheduler, workers)):
         typer.echo(f"features: wrote {out}")
     else:
         typer.echo(f"features: {out} is current (inputs unchanged; --force to rewrite)")

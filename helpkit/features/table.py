@@ -21,7 +21,7 @@ from helpkit.errors import HelpkitError
 from helpkit.features.slide import FEATURE_NAMES, slide_features
 from helpkit.heatmap.store import read_heatmap
 from helpkit.io import atomic_path
-from helpkit.progress import track
+from helpkit.slidemap import Executor, map_slides
 
 FEATURES_VERSION = 1
 """Bump when a feature's definition changes, so old tables are recomputed."""
@@ -63,20 +63,35 @@ def fingerprint(models: dict[str, list[Path]]) -> str:
     return digest.hexdigest()
 
 
-def features_table(models: dict[str, list[Path]]) -> pd.DataFrame:
-    """Compute the features table of the heatmaps in ``models`` (see ``model_dirs``)."""
-    base: dict[str, dict[str, object]] = {}
-    per_model: dict[str, dict[str, dict[str, float]]] = {}
-    jobs = [(model, path) for model, paths in models.items() for path in paths]
-    for model, path in track(jobs, "features"):
+def slide_feature_rows(heatmaps: Sequence[tuple[str, str]]) -> list[tuple[str, str, str, float, dict[str, float]]]:
+    """The per-slide job of ``features_table``: for each (model, heatmap file) of one slide,
+    ``(model, slide_id, split, label, row)`` with the row's ``<model>__<feature>`` values."""
+    out = []
+    for model, path in heatmaps:
         heatmap = read_heatmap(path)
-        info = base.setdefault(heatmap.slide_id, {"split": heatmap.split, "label": np.nan})
-        if np.isnan(info["label"]) and not np.isnan(heatmap.label):  # type: ignore[arg-type]
-            info["label"] = heatmap.label
         row = {f"{model}__{k}": v for k, v in slide_features(heatmap).items()}
         row[f"{model}__fold"] = heatmap.folds[0] if len(heatmap.folds) == 1 else -1
         row[f"{model}__failed"] = int(heatmap.failed)
-        per_model.setdefault(model, {})[heatmap.slide_id] = row
+        out.append((model, heatmap.slide_id, heatmap.split, heatmap.label, row))
+    return out
+
+
+def features_table(models: dict[str, list[Path]], executor: Executor | None = None) -> pd.DataFrame:
+    """Compute the features table of the heatmaps in ``models`` (see ``model_dirs``): one
+    ``helpkit.slidemap.map_slides`` task per slide (its heatmaps of every model) on ``executor``."""
+    base: dict[str, dict[str, object]] = {}
+    per_model: dict[str, dict[str, dict[str, float]]] = {}
+    by_file: dict[str, list[tuple[str, str]]] = {}
+    for model, paths in models.items():
+        for path in paths:
+            by_file.setdefault(path.stem, []).append((model, str(path)))
+    done = map_slides(slide_feature_rows, list(by_file.values()), list(by_file), executor, description="features")
+    for rows in done.values():
+        for model, slide_id, split, label, row in rows:
+            info = base.setdefault(slide_id, {"split": split, "label": np.nan})
+            if np.isnan(info["label"]) and not np.isnan(label):  # type: ignore[arg-type]
+                info["label"] = label
+            per_model.setdefault(model, {})[slide_id] = row
     slide_ids = sorted(base)
     table = pd.DataFrame(
         {
@@ -122,11 +137,14 @@ def stored_fingerprint(path: str | Path) -> str | None:
         return None
 
 
-def build_features(heatmap_dirs: Sequence[str | Path], out: str | Path, force: bool = False) -> bool:
-    """Write the features table of ``heatmap_dirs`` to ``out``; False if it was already current."""
+def build_features(
+    heatmap_dirs: Sequence[str | Path], out: str | Path, force: bool = False, executor: Executor | None = None
+) -> bool:
+    """Write the features table of ``heatmap_dirs`` to ``out``; False if it was already current.
+    Each slide's features are one task on ``executor`` (default: in process)."""
     models = model_dirs(heatmap_dirs)
     digest = fingerprint(models)
     if not force and Path(out).is_file() and stored_fingerprint(out) == digest:
         return False
-    write_features(out, features_table(models), digest)
+    write_features(out, features_table(models, executor), digest)
     return True

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from helpkit.errors import HelpkitError
-from helpkit.io import atomic_path
-from helpkit.progress import track
+from helpkit.io import atomic_path, file_identity, remove_stale_temps
 from helpkit.slide.annotation import AnnotationMask, exclude_cells, read_annotation
 from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
@@ -18,6 +20,7 @@ from helpkit.slide.grid import grid_for, patch_table
 from helpkit.slide.reader import SlideReader
 from helpkit.slide.sampling import label_patches, sample_patches
 from helpkit.slide.tissue import tissue_mask
+from helpkit.slidemap import Executor, map_slides
 
 GEOMETRY_COLUMNS = ["mpp", "patch_size", "stride", "tissue_mpp"]
 """The PatchGeometry of every row (one value each in an index): what training reads back."""
@@ -115,23 +118,88 @@ def index_slide(
     )
 
 
-def index_dataset(slides: pd.DataFrame, config: IndexConfig = IndexConfig(), progress: bool = True) -> DatasetIndex:
+def index_dataset(
+    slides: pd.DataFrame, config: IndexConfig = IndexConfig(), progress: bool = True,
+    executor: Executor | None = None, parts_dir: str | Path | None = None,
+) -> DatasetIndex:
     """Index every slide record (as from ``helpkit.data.discover``); a slide that fails is
-    recorded in ``failures`` and the rest go on."""
-    parts, rows, failures = [], [], []
+    recorded in ``failures`` and the rest go on.
+
+    One ``helpkit.slidemap.map_slides`` task per slide on ``executor`` (default: in process).
+    With ``parts_dir`` each slide's patches are written there as ``<slide_id>.parquet``
+    (atomically, keyed by the slide and mask files and the config), so a rerun reads what is
+    done and a killed run resumes; a cluster needs it (its results come back as files).
+    """
+    executor = executor or Executor()
+    if parts_dir is None and not executor.in_process:
+        raise HelpkitError("indexing on a cluster needs a parts folder (the workers write each slide's patches there)")
+    if parts_dir is not None:
+        remove_stale_temps(parts_dir)  # what a killed run was writing
     records = slides.to_dict("records")
-    for record in track(records, "indexing slides") if progress else records:
-        try:
-            result = index_slide(record["path"], record["mask_path"], int(record["label"]), config)
-        except HelpkitError as err:
-            failures.append((record["slide_id"], str(err)))
+    job = SlideIndexJob(config, None if parts_dir is None else str(parts_dir))
+    results = map_slides(job, records, [str(r["slide_id"]) for r in records], executor,
+                         description="indexing slides", progress=progress)
+    parts, rows, failures = [], [], []
+    for record in records:
+        result = results[str(record["slide_id"])]
+        if "error" in result:
+            failures.append((record["slide_id"], result["error"]))
             continue
-        parts.append(result.patches)
+        patches = result["patches"] if "patches" in result else pd.read_parquet(result["path"])
+        parts.append(patches)
         rows.append({"slide_id": record["slide_id"], "split": record["split"], "label": record["label"],
-                     "tissue": result.n_tissue, "tumour": result.n_tumour, "normal": result.n_normal,
-                     "ambiguous": result.n_ambiguous, "sampled": len(result.patches)})
+                     **result["counts"], "sampled": len(patches)})
     patches = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS)
     return DatasetIndex(patches, pd.DataFrame(rows), failures)
+
+
+_PART_META = b"helpkit.index_part"
+
+
+@dataclass(frozen=True)
+class SlideIndexJob:
+    """The per-slide job of ``index_dataset``: a slide record in; ``{"counts", "path"}`` (its part
+    file) or, without a parts folder, ``{"counts", "patches"}``; ``{"error"}`` when it fails."""
+
+    config: IndexConfig
+    parts_dir: str | None = None
+
+    def key(self, record: dict[str, Any]) -> str:
+        """What a slide's part is made from: slide and mask files, label and index config."""
+        parts = {
+            "slide": file_identity(record["path"]),
+            "mask": None if record["mask_path"] is None else file_identity(record["mask_path"]),
+            "record": [str(record["slide_id"]), str(record["path"]), int(record["label"])],
+            "config": {**self.config.__dict__, "geometry": self.config.geometry.to_dict()},
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        part = None if self.parts_dir is None else Path(self.parts_dir) / f"{record['slide_id']}.parquet"
+        key = self.key(record) if part is not None else ""
+        if part is not None and part.is_file():
+            try:
+                meta = json.loads((pq.read_schema(part).metadata or {})[_PART_META])
+                if meta["key"] == key:
+                    return {"counts": meta["counts"], "path": str(part)}
+            except (OSError, KeyError, ValueError, pa.ArrowException):
+                pass  # unreadable or from other inputs: index again
+        try:
+            result = index_slide(record["path"], record["mask_path"], int(record["label"]), self.config)
+        except HelpkitError as err:
+            return {"error": str(err)}
+        counts = {"tissue": result.n_tissue, "tumour": result.n_tumour, "normal": result.n_normal,
+                  "ambiguous": result.n_ambiguous}
+        if part is None:
+            return {"counts": counts, "patches": result.patches}
+        table = pa.Table.from_pandas(result.patches, preserve_index=False)
+        meta = {**(table.schema.metadata or {}), _PART_META: json.dumps({"key": key, "counts": counts}).encode()}
+        with atomic_path(part) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        return {"counts": counts, "path": str(part)}
 
 
 def write_index(patches: pd.DataFrame, path: str | Path) -> Path:
