@@ -52,12 +52,15 @@ def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
 def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Path) -> pd.DataFrame:
     """The patch index for ``spec``'s geometry, built once and shared by models that use it."""
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
+    from helpkit.slidemap import Executor
 
     path = _index_path(model_dir, spec)
     if path.is_file():
         return pd.read_parquet(path)
     config = IndexConfig(geometry=spec.geometry, max_per_class=spec.max_patches_per_slide // 2, seed=seed)
-    result = index_dataset(slides, config)
+    executor = Executor.from_env()  # HELPKIT_SCHEDULER / HELPKIT_WORKERS: per-slide work on Dask
+    result = index_dataset(slides, config, executor=executor,
+                           parts_dir=None if executor.in_process else path.with_name(f"{path.name}.slides"))
     for slide_id, error in result.failures:
         log(f"skipped slide {slide_id} in the patch index: {error}")
     write_index(result.patches, path)
@@ -90,13 +93,15 @@ def _heatmaps(run_dirs: list[Path], config: SubmissionConfig, records: list, out
     from collections import Counter
 
     from helpkit.heatmap.run import Options, make_heatmaps
+    from helpkit.slidemap import Executor
 
     groups: dict[tuple[bool, bool], list[Path]] = {}
     for spec, run_dir in zip(config.models, run_dirs):
         groups.setdefault((spec.mixed_precision, bool(spec.xla)), []).append(run_dir)
     counts: Counter[str] = Counter()
     for (mixed, xla), dirs in groups.items():
-        counts.update(make_heatmaps(dirs, records, out, Options(mixed_precision=mixed, xla=xla)))
+        counts.update(make_heatmaps(dirs, records, out, Options(mixed_precision=mixed, xla=xla),
+                                    executor=Executor.from_env()))
     return dict(counts)
 
 def train(
@@ -108,6 +113,7 @@ def train(
     from helpkit.data import check_labels, discover
     from helpkit.ensemble import fit_ensemble, write_report
     from helpkit.features.table import build_features
+    from helpkit.slidemap import Executor
     from helpkit.heatmap.run import slide_records
     from helpkit.train.fit import TrainConfig, train_run
 
@@ -140,7 +146,7 @@ def train(
 
     t0 = time.monotonic()
     features_path = model_dir / "features_oof.parquet"
-    build_features([heatmap_dir / spec.name for spec in config.models], features_path)
+    build_features([heatmap_dir / spec.name for spec in config.models], features_path, executor=Executor.from_env())
     features = pd.read_parquet(features_path)
     fit_ensemble(features, config.ensemble.method, model_dir / "ensemble", seed=config.seed, **_ensemble_params(config))
     report = write_report(features, model_dir / "ensemble_report", seed=config.seed)
@@ -186,6 +192,7 @@ def inference_features(
     import json
 
     from helpkit.features.table import build_features
+    from helpkit.slidemap import Executor
     from helpkit.heatmap.run import slide_records
 
     model_dir = Path(model_dir)
@@ -199,7 +206,8 @@ def inference_features(
     log(f"inference stage: {len(records)} test slides, models {', '.join(runs)}; scratch in {work}")
     _heatmaps([model_dir / runs[spec.name] for spec in config.models], config, records, work / "heatmaps")
     features_path = work / "features.parquet"
-    build_features([work / "heatmaps" / spec.name for spec in config.models], features_path)
+    build_features([work / "heatmaps" / spec.name for spec in config.models], features_path,
+                   executor=Executor.from_env())
     return pd.read_parquet(features_path).set_index("slide_id").reindex(slide_ids), work
 
 
