@@ -62,7 +62,7 @@ def test_good_submission_passes_under_the_contract(engine, tiny_layout: Path, tm
 
     report_path, work = tmp_path / "report.json", tmp_path / "work"
     args = ["submission", "validate", str(fixture_context("good", tmp_path)), "--data", str(tiny_layout),
-            "--json", str(report_path), "--work-dir", str(work), "--quiet"]
+            "--report", str(report_path), "--work-dir", str(work), "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -177,7 +177,7 @@ def test_long_log_line_makes_a_short_verdict_and_a_whole_log_file(engine, tiny_l
 
     report_path = tmp_path / "r.json"
     args = ["submission", "validate", str(fixture_context("long-log", tmp_path)), "--data", str(tiny_layout),
-            "--json", str(report_path), "--quiet"]
+            "--report", str(report_path), "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -198,7 +198,7 @@ def test_static_failure_stops_before_any_container(engine, tiny_layout: Path, tm
 
     context = fixture_context("good", tmp_path)
     os.chmod(context / "inference.sh", 0o644)
-    args = ["submission", "validate", str(context), "--data", str(tiny_layout), "--json", str(tmp_path / "r.json")]
+    args = ["submission", "validate", str(context), "--data", str(tiny_layout), "--report", str(tmp_path / "r.json")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     verdict = "FAIL: static check (entry point): inference.sh is not executable (chmod +x) [inference.sh]"
@@ -226,3 +226,40 @@ def test_simple_submission_passes_and_survives_a_damaged_test_slide(engine, tmp_
     assert set(rows) == {p.stem for p in (data / "test").iterdir()}
     inference_log = report.stages[1]["log_tail"]
     assert any(damaged.stem in line and "failed" in line for line in inference_log), inference_log
+
+
+@pytest.mark.docker
+def test_stage_log_lines_stream_live_with_time_against_the_limit(engine, tiny_layout: Path, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line the stage prints is shown while it still runs (before a later heartbeat), prefixed with
+    the time used against the limit, and the whole log is kept beside the report."""
+    from helpkit.submission.validate import LiveLog, validate
+
+    monkeypatch.setattr(LiveLog, "HEARTBEAT_S", 1.0)
+    context = fixture_context("good", tmp_path)
+    (context / "train.sh").write_text("#!/bin/sh\necho 'first line'\nsleep 4\necho 'second line'\n"
+                                      "exec python3 /app/train.py\n")
+    report = validate(context, tiny_layout, report_path=tmp_path / "r.json", quiet=False)
+    assert report.verdict == "PASS"
+    err = capfd.readouterr().err.splitlines()
+    train = [line for line in err if line.startswith("[train ")]
+    first = next(i for i, line in enumerate(train) if line.endswith("] first line"))
+    second = next(i for i, line in enumerate(train) if line.endswith("] second line"))
+    assert any("still running" in line for line in train[first:second])  # seen live, not after the stage
+    assert train[first].startswith("[train 00:0") and "/01:00]" in train[first]  # train_timeout_s = 60
+    assert (tmp_path / "r.train.log").read_text().splitlines()[:2] == ["first line", "second line"]
+    assert json.loads((tmp_path / "r.json").read_text())["logs"]["train"] == str(tmp_path / "r.train.log")
+
+
+@pytest.mark.docker
+def test_validate_json_prints_only_json_on_stdout(engine, tiny_layout: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+
+    args = ["submission", "validate", str(fixture_context("good", tmp_path)), "--data", str(tiny_layout), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(result.stdout)
+    assert saved["verdict"] == "PASS" and "NaN" not in result.stdout and "Infinity" not in result.stdout

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -66,10 +70,33 @@ VALIDATE_HELP = "\n\n".join([
     'user (e.g. "1000:1000"; default unset): run both stages as that non-root uid:gid.',
     "output.csv is read as the platform would: a UTF-8 BOM or CRLF line ends fail by name, a trailing blank line "
     "is accepted.",
-    "Prints each stage's exit code, duration and peak memory, then PASS or FAIL with the first reason; every line "
-    "is at most 300 characters, and each stage's whole log goes beside the --json report (REPORT.<stage>.log) or "
-    "into --work-dir. Exits 1 on FAIL.",
+    "While a stage runs, its log lines are printed on stderr as they come, each with the time used against the "
+    "stage's limit (--quiet hides them). Then prints each stage's exit code, duration and peak memory, and PASS or "
+    "FAIL with the first reason; every line is at most 300 characters, and each stage's whole log goes beside the "
+    "--report file (REPORT.<stage>.log) or into --work-dir. --json prints the whole report as JSON on stdout "
+    "instead. Exits 1 on FAIL.",
 ])
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what this process and its children print on stdout to stderr for a while."""
+    sys.stdout.flush()
+    try:
+        real = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured stdout (tests): Python-level only
+        real = False
+    saved = os.dup(1) if real else None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 @submission_app.command("validate", help=VALIDATE_HELP)
@@ -78,11 +105,14 @@ def validate(
         ..., help="A submission under submissions/, its submission.toml, or a build context folder (with a Dockerfile)."
     ),
     data: Path = typer.Option(..., "--data", help="A competition: HeLP (train/, test/, optional labels.csv) or CAMELYON16/17 (training/ and testing/images or testing/ are mounted; reference.csv or the test stage CSV scores)."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the full report here (JSON, atomic)."),
+    json_path: Path | None = typer.Option(None, "--report", help="Write the full report here (JSON, atomic), each "
+                                          "stage's whole log beside it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as one JSON object on stdout (the "
+                                 "build and the live log go to stderr)."),
     work_dir: Path | None = typer.Option(
         None, "--work-dir", help="Keep the stages' model/ and output/ here (must be empty); a temporary folder if unset."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide build progress."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide build progress and the stages' live log lines."),
     extra_test: list[str] = typer.Option(
         [], "--extra-test", metavar="NAME=DIR",
         help="Also run the inference stage on DIR/test (a second test set, like the platform's phase 2) "
@@ -100,6 +130,14 @@ def validate(
         if not sep or not test_name or not folder:
             raise HelpkitError(f"--extra-test takes NAME=DIR, got {item!r}")
         extra[test_name] = Path(folder)
+    if as_json:  # stdout holds the JSON alone: the build's and the stages' progress go to stderr
+        from helpkit.io import json_text
+
+        with _stdout_to_stderr():
+            report = run_validation(name, data, report_path=json_path, work_dir=work_dir, quiet=quiet,
+                                    extra_tests=extra)
+        typer.echo(json_text(report.to_dict()))
+        raise typer.Exit(0 if report.passed else 1)
     report = run_validation(name, data, report_path=json_path, work_dir=work_dir, quiet=quiet, extra_tests=extra)
     for stage in report.stages:
         peak = stage["peak_memory_bytes"]

@@ -28,6 +28,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -303,6 +304,35 @@ def _save_log(container: Container, log_file: Path) -> None:
             handle.write(chunk)
 
 
+def _emit(on_line: Callable[[str], None], raw: bytes) -> None:
+    """One log line to ``on_line``: decoded, and only what a terminal shows after a carriage return."""
+    try:
+        on_line(raw.decode("utf-8", errors="replace").rstrip("\r").rsplit("\r", 1)[-1])
+    except Exception:  # noqa: BLE001  a printing problem never stops the log from being kept
+        pass
+
+
+def _follow_log(container: Container, log_file: Path, on_line: Callable[[str], None] | None,
+                followed: threading.Event) -> None:
+    """Write the container's log to ``log_file`` as it comes (stdout and stderr, interleaved), and hand
+    each complete line to ``on_line``; ``followed`` is set when the stream ended with the container."""
+    pending = b""
+    with log_file.open("wb") as handle:
+        try:
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                handle.write(chunk)
+                handle.flush()
+                if on_line is not None:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        _emit(on_line, line)
+        except Exception:  # noqa: BLE001  the engine dropped the stream: run_stage saves the log after the stage
+            return
+    if pending and on_line is not None:
+        _emit(on_line, pending)
+    followed.set()
+
+
 def run_stage(
     engine: docker.DockerClient,
     image: str,
@@ -311,12 +341,15 @@ def run_stage(
     limits: Limits,
     log_path: Path | None = None,
     gpus: bool = False,
+    on_line: Callable[[str], None] | None = None,
 ) -> StageResult:
     """Run ``./train.sh`` or ``./inference.sh`` of ``image`` with ``mounts`` ({container path: (host path, 'ro'|'rw')}).
 
     The whole log is written to ``log_path`` when given (else only its tail is kept). Each
     writable mount in ``MOUNT_CAPS`` is held to its cap from ``limits``. ``gpus``: the
-    container gets every GPU of the host (``--gpus all``).
+    container gets every GPU of the host (``--gpus all``). The log is followed while the stage
+    runs: written to the file as it comes, each line handed to ``on_line`` (``helpkit submission
+    validate`` prints them live).
     """
     from helpkit.submission.device import device_requests
 
@@ -350,11 +383,17 @@ def run_stage(
         device_requests=device_requests(gpus),
     )
     stop = threading.Event()
+    scratch = tempfile.TemporaryDirectory(prefix="helpkit-log-")
+    log_file = Path(log_path) if log_path is not None else Path(scratch.name) / "stage.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    followed = threading.Event()
     try:
         watcher = threading.Thread(target=_watch_memory, args=(container, result), daemon=True)
         guard = threading.Thread(target=_watch_pids_and_disk, args=(container, result, caps, stop), daemon=True)
+        follower = threading.Thread(target=_follow_log, args=(container, log_file, on_line, followed), daemon=True)
         start = time.monotonic()
         container.start()
+        follower.start()
         watcher.start()
         guard.start()
         try:
@@ -374,15 +413,15 @@ def run_stage(
             result.disk_bytes[inside] = folder_bytes(host)
         container.reload()
         result.oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-        with tempfile.TemporaryDirectory(prefix="helpkit-log-") as scratch:
-            log_file = Path(log_path) if log_path is not None else Path(scratch) / "stage.log"
-            log_file.parent.mkdir(parents=True, exist_ok=True)
+        follower.join(timeout=30)
+        if not followed.is_set():  # the live stream broke off: take the whole log from the engine now
             _save_log(container, log_file)
-            result.log_tail = _tail(log_file)
-            result.log_path = str(log_path) if log_path is not None else ""
+        result.log_tail = _tail(log_file)
+        result.log_path = str(log_path) if log_path is not None else ""
     finally:
         stop.set()
         container.remove(force=True)
+        scratch.cleanup()
     return result
 
 

@@ -14,9 +14,13 @@ each stage's whole log is written beside the JSON report (``REPORT.<stage>.log``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +69,8 @@ class ValidationReport:
     logs: dict[str, str] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=lambda: {"image": "cpu", "gpus": False, "gpu_checked": False})
     """What the image was built for and whether its stages had GPUs (``helpkit.submission.device``)."""
+    work_dir: str = ""
+    """Where the stages' model/ and output/ were kept (``--work-dir``); '' for a temporary folder."""
 
     def fail(self, reason: str) -> None:
         """Record a failure, as one line that fits the verdict's length limit."""
@@ -108,6 +114,7 @@ class ValidationReport:
             "limits": self.limits,
             "device": self.device,
             "logs": self.logs,
+            "work_dir": self.work_dir,
             "warnings": self.warnings,
             "failures": self.failures,
         }
@@ -282,6 +289,59 @@ def _gpus(engine: Any, image_id: str, report: ValidationReport) -> bool:
     return gpus
 
 
+def _clock(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour on."""
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class LiveLog:
+    """Prints a running stage's log lines as they come, each prefixed with the time used against the
+    stage's limit (``[train 02:13/60:00]``); after ``HEARTBEAT_S`` without a line it says the stage
+    is still running, so a long silent step never looks like a hang. Lines go to stderr (stdout stays
+    for the verdict and ``--json``), each clipped to ``MAX_LINE``."""
+
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, label: str, limit_s: float, stream: Any = None) -> None:
+        self.label, self.limit_s = label, limit_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = self.last = time.monotonic()
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._heartbeat, daemon=True)
+
+    def _prefix(self) -> str:
+        used = time.monotonic() - self.start
+        return f"[{self.label} {_clock(used)}/{_clock(self.limit_s)}]"
+
+    def _print(self, text: str) -> None:
+        with self.lock:
+            print(clip(f"{self._prefix()} {text}", MAX_LINE), file=self.stream, flush=True)
+            self.last = time.monotonic()
+
+    def line(self, text: str) -> None:
+        """One log line of the stage."""
+        if text.strip():
+            self._print(text)
+
+    def _heartbeat(self) -> None:
+        while not self.done.wait(1.0):
+            if time.monotonic() - self.last >= self.HEARTBEAT_S:
+                used = time.monotonic() - self.start
+                self._print(f"... still running ({used / self.limit_s:.0%} of the time limit used)")
+
+    def __enter__(self) -> LiveLog:
+        self._print(f"{self.label} stage started in a container (limit {_clock(self.limit_s)})")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=2)
+
+
 def validate(
     target: str | Path,
     data_dir: str | Path,
@@ -301,7 +361,8 @@ def validate(
     each such set reads its own copy of it, ``work_dir/model-<name>``. The report is written
     atomically to ``report_path`` when given, each stage's log beside it
     (``REPORT.train.log``, ``REPORT.inference.log``, ``REPORT.inference-<name>.log``), or
-    into ``work_dir`` without a report.
+    into ``work_dir`` without a report. Unless ``quiet``, each stage's log lines are printed on
+    stderr as they come, with the time used against the stage's limit (``LiveLog``).
     """
     from helpkit.config import load_submission
     from helpkit.submission.contract import run_stage, stage_mounts
@@ -317,7 +378,8 @@ def validate(
     test_sets = {"": data_dir, **{name: Path(root) for name, root in (extra_tests or {}).items()}}
     test_ids = {name: expected_test_ids(platform_folders(root)[1]) for name, root in test_sets.items()}
     report_path = Path(report_path) if report_path is not None else None
-    report = ValidationReport(submission=str(target), data=str(data_dir))
+    report = ValidationReport(submission=str(target), data=str(data_dir),
+                              work_dir=str(Path(work_dir).resolve()) if work_dir is not None else "")
     engine = client()
     built = _build(target, report, quiet)
     if built is not None:
@@ -340,12 +402,14 @@ def validate(
             runs = [("train", "", data_dir)] + [("inference", name, test_root) for name, test_root in test_sets.items()]
             for stage, name, stage_data in runs:
                 label = f"{stage} ({name})" if name else stage
-                if not quiet:
-                    print(f"running the {label} stage in a container ...", flush=True)
                 mounts = stage_mounts(stage, stage_data, models[name], outputs.get(name, root / "output"),
                                       model_writable=writable)
                 log_path = _log_path(report_path, root, label) if keep_logs else None
-                result = run_stage(engine, image_id, stage, mounts, limits, log_path=log_path, gpus=gpus)
+                limit = limits.train_timeout_s if stage == "train" else limits.infer_timeout_s
+                with contextlib.ExitStack() as live:
+                    on_line = None if quiet else live.enter_context(LiveLog(label, limit)).line
+                    result = run_stage(engine, image_id, stage, mounts, limits, log_path=log_path, gpus=gpus,
+                                       on_line=on_line)
                 report.stages.append({**result.to_dict(), "label": label})
                 if log_path is not None:
                     report.logs[label] = str(log_path)
