@@ -7,7 +7,7 @@ DEMO_DIR ?= demo-run
 NAME    ?= simple-maxprob
 BASE_IMAGE ?= helpkit/base:bookworm
 
-.PHONY: install demo test test-all bench submission base-image clean
+.PHONY: install demo test test-all bench submission base-image wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ base-image: install
 ## make submission NAME=x: render build/x, vendor the wheelhouse, build the image
 submission: install
 	$(HELPKIT) submission build $(NAME)
+
+## make wheel: dist/helpkit-*.whl, what `pip install` takes (templates and example submissions inside)
+wheel: install
+	$(PY) -c "from pathlib import Path; from helpkit.submission.wheelhouse import build_helpkit_wheel as b; print(b(Path('dist')))"
 
 clean:
 	rm -rf build dist $(DEMO_DIR) .pytest_cache
