@@ -137,3 +137,33 @@ def test_train_fold_in_mixed_precision_with_xla_saves_a_mixed_model(tmp_path) ->
     model = keras.models.load_model(tmp_path / "model.keras", compile=False)
     assert is_mixed(model) and model.output.dtype == "float32"
     assert inference_model(model, "simple", PATCH, 0.25, mixed_precision=True) is model
+
+
+def test_engine_batch_size_zero_is_measured_once_and_changes_no_result(tmp_path) -> None:
+    """``helpkit heatmap --batch 0``: the engine measures the predictor once per key and the
+    heatmap is the one a fixed batch gives, bit for bit."""
+    from test_heatmap import GEOMETRY, red_fraction, write_slide
+
+    from helpkit.heatmap import engine
+    from helpkit.heatmap.run import tissue_grid
+    from helpkit.slide import SlideReader, grid_for, tissue_mask
+
+    calls: list[int] = []
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return red_fraction(batch)
+
+    predict.batch_key = ("bench-test",)  # type: ignore[attr-defined]
+    with SlideReader(write_slide(tmp_path / "s.tiff")) as reader:
+        grid = grid_for(reader, GEOMETRY)
+        tissue = tissue_grid(grid, tissue_mask(reader))
+        fixed = engine.run_heatmap(reader, red_fraction, grid, tissue, batch_size=64)
+        measured = engine.run_heatmap(reader, predict, grid, tissue, batch_size=0)
+        chosen = calls[-1]
+        assert chosen in engine.AUTO_BATCH_SIZES and set(calls) >= set(engine.AUTO_BATCH_SIZES)
+        calls.clear()
+        engine.run_heatmap(reader, predict, grid, tissue, batch_size=0)
+    assert set(calls) == {chosen}, "measured once per predictor key, then remembered"
+    np.testing.assert_array_equal(measured.prob, fixed.prob)
+    np.testing.assert_array_equal(measured.missing, fixed.missing)

@@ -20,7 +20,8 @@ def heatmap(
     stride: Annotated[
         int | None, typer.Option(help="Grid stride in pixels at the model's mpp (default: the run's stride).")
     ] = None,
-    batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier.")] = 256,
+    batch: Annotated[int, typer.Option(help="Patches per model call; larger keeps the model busier; 0 picks it "
+                                       "by measuring the models (about a second per run).")] = 256,
     read_threads: Annotated[
         int | None, typer.Option(help="Patch-reading threads per slide (default: CPU count + 2, at most 8).")
     ] = None,
@@ -43,8 +44,8 @@ def heatmap(
     from helpkit.heatmap.run import Options, make_heatmaps, slide_records
     from helpkit.slidemap import Executor
 
-    if batch <= 0 or (stride is not None and stride <= 0) or (read_threads is not None and read_threads <= 0):
-        raise HelpkitError("--batch, --stride and --read-threads must be positive")
+    if batch < 0 or (stride is not None and stride <= 0) or (read_threads is not None and read_threads <= 0):
+        raise HelpkitError("--stride and --read-threads must be positive, --batch positive or 0 (measured)")
     counts = make_heatmaps(
         model, slide_records(data, layout=layout), out,
         Options(stride=stride, batch_size=batch, workers=read_threads, png=png, force=force,

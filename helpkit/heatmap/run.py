@@ -105,6 +105,7 @@ def keras_predictor(shared: bool = False, mixed_precision: bool = False, xla: bo
             outs = [np.asarray(m(batch), dtype=np.float32).reshape(-1) for m in chosen]
             return np.mean(outs, axis=0)
 
+        predict.batch_key = (str(run.path), tuple(folds), mixed_precision, xla)  # type: ignore[attr-defined]
         return predict
 
     return factory
