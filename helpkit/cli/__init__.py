@@ -51,8 +51,13 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print helpkit's version and exit."),
+    verbose: bool = typer.Option(False, "-v", "--verbose",
+                                 help="Show TensorFlow's start-up and INFO log lines (hidden by default)."),
 ) -> None:
     """Whole-slide-image challenge toolkit."""
+    from helpkit.cli.quiet import quiet_host_logs
+
+    quiet_host_logs(verbose)
 
 
 def main() -> None:

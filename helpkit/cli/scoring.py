@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from helpkit.io import json_text
+
 LabelsOption = Annotated[Path, typer.Option("--labels", help="labels.csv (header slide_id,label; 1/0).")]
 StrictOption = Annotated[
     bool, typer.Option("--strict", help="Treat warnings (values outside [0, 1], a constant column) as errors.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text "
+                                                     "(strict JSON: NaN is null).")]
 
 
 def _load(pred: Path, labels_path: Path, strict: bool):  # noqa: ANN202
@@ -96,7 +98,7 @@ def score(
 
         plot_roc({pred.name: (y, s)}, plot, title=f"ROC: {pred.name}")
     if as_json:
-        typer.echo(json.dumps({"predictions": str(pred), **summary}, indent=2))
+        typer.echo(json_text({"predictions": str(pred), **summary}))
         return
     auc = summary["auc"]
     typer.echo(f"{pred}: {summary['n']} slides ({auc['n_positive']} positive, {auc['n_negative']} negative)")
@@ -121,7 +123,7 @@ def _score_froc(lesions: Path, annotations: Path | None, mpp: float | None, mask
         raise HelpkitError(f"--mpp must be positive, got {mpp}")
     result = score_lesions(lesions, annotations, mpp=mpp, mask_downsample=mask_downsample)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json_text(result))
         return
     typer.echo(f"{lesions}: {result['n_slides']} slides ({result['n_tumour_slides']} with tumour), "
                f"{result['n_lesions']} lesions, {result['n_itc_regions']} ITC regions, "
@@ -156,7 +158,7 @@ def _score_pn_stage(pred: Path, reference: Path | None, thresholds: str | None, 
             raise HelpkitError(f"--thresholds must be three numbers like 0.2,0.5,0.8, got {thresholds!r}") from None
     result = score_stages(pred, reference, cuts, out)
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json_text(result))
         return
     typer.echo(f"{pred}: {result['patients']} patients, stage agreement {result['stage_agreement']:.3f}"
                + (f", node agreement {result['node_agreement']:.3f} ({result['nodes_compared']} nodes)"
@@ -180,7 +182,7 @@ def compare(
     _, sb = _load(b, labels, strict)
     result = delong_test(y, sa, sb)
     if as_json:
-        typer.echo(json.dumps({"a": str(a), "b": str(b), **result.as_dict()}, indent=2))
+        typer.echo(json_text({"a": str(a), "b": str(b), **result.as_dict()}))
         return
     typer.echo(f"A {a}: AUC {_fmt_auc(result.a)}")
     typer.echo(f"B {b}: AUC {_fmt_auc(result.b)}")
