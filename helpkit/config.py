@@ -51,8 +51,10 @@ def _geometry_field(name: str, **constraints: Any) -> Any:
 class ModelSpec(_Strict):
     """One patch model: trained from /data/train inside the train stage, or shipped in the image."""
 
-    architecture: Literal["simple", "unet", "inception"] = Field(
-        description="Which builder of helpkit.models to train."
+    architecture: Literal["simple", "unet", "inception"] | None = Field(
+        default=None,
+        description="Which builder of helpkit.models to train; may be left out when weights ships a run folder "
+        "(helpkit train --export, or your own model through helpkit import-model).",
     )
     name: str = Field(
         default="",
@@ -103,6 +105,10 @@ class ModelSpec(_Strict):
     def _default_name(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("name") and "architecture" in data:
             data = {**data, "name": data["architecture"]}
+        elif isinstance(data, dict) and not data.get("name") and isinstance(data.get("weights"), str):
+            data = {**data, "name": Path(data["weights"]).name}
+        if isinstance(data, dict) and data.get("architecture") is None and data.get("weights") is None:
+            raise ValueError("architecture is required (simple, unet, inception) unless weights ships a run folder")
         return data
 
 

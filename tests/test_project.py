@@ -200,8 +200,8 @@ def test_a_lock_that_no_longer_satisfies_helpkit_says_update_it(tmp_path: Path, 
 def test_old_pip_is_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.metadata
 
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "22.3.1")
-    with pytest.raises(HelpkitError, match=r"pip 22.3.1 is too old .* install --upgrade 'pip>=23.1'"):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "23.2.1")
+    with pytest.raises(HelpkitError, match=r"pip 23.2.1 is too old .* install --upgrade 'pip>=23.3'"):
         wheelhouse.check_pip()
 
 
@@ -217,6 +217,6 @@ def test_pip_is_a_declared_dependency_at_the_version_the_wheelhouse_needs() -> N
     import tomllib
 
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert "pip>=23.1" in deps
+    assert "pip>=23.3" in deps
     proc = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=True)
     assert wheelhouse.check_pip() in proc.stdout

@@ -5,7 +5,7 @@ Dependencies are downloaded once into a cache (``helpkit.project.cache_dir``: th
 afterwards, so a warm rebuild touches no index. Wheels are chosen for the image, not for
 this machine: CPython 3.11 on x86_64 glibc up to Debian bookworm's 2.36. We drive pip as a
 subprocess because pip has no Python API; its ``--report`` names the exact files chosen, and
-it needs pip >= 23.1 (``--dry-run`` with ``--platform``), a declared dependency.
+it needs pip >= 23.3 (``--dry-run`` with ``--platform``), a declared dependency.
 
 A submission's lock (``submission.lock``, pip's hash-checking requirements format, one
 ``name==version --hash=sha256:...`` line per wheel) is written by its first build and read by
@@ -52,8 +52,10 @@ REPRODUCIBLE_ENV = {"SOURCE_DATE_EPOCH": "315532800"}
 """Fixed zip timestamps: the same code gives the same wheel, so Docker's layer cache holds."""
 
 
-MIN_PIP = (23, 1)
-"""``pip install --dry-run --report`` with ``--platform``: the offline resolution needs it."""
+MIN_PIP = (23, 3)
+"""``pip install --dry-run --report`` with ``--platform`` and without ``--target``: the offline
+resolution needs it (pip 23.1 and 23.2 refuse: "Can not use any platform or abi specific options
+unless installing via '--target'"; allowed from 23.3, pypa/pip#12215)."""
 LOCK_NAME = "requirements.lock"
 """The lock inside a build context's ``wheels/deps/`` (what the Dockerfile installs)."""
 _LOCK_LINE = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>\S+)\s+--hash=sha256:(?P<sha>[0-9a-f]{64})"
@@ -67,12 +69,12 @@ def check_pip() -> str:
     try:
         found = version("pip")
     except PackageNotFoundError as err:
-        raise HelpkitError(f"pip is not installed for {sys.executable}; the wheelhouse needs pip >= 23.1 "
+        raise HelpkitError(f"pip is not installed for {sys.executable}; the wheelhouse needs pip >= 23.3 "
                            f"({sys.executable} -m ensurepip --upgrade)") from err
     numbers = tuple(int(n) for n in re.findall(r"\d+", found)[:2])
     if numbers < MIN_PIP:
-        raise HelpkitError(f"pip {found} is too old for the wheelhouse (needs >= 23.1 for --dry-run with "
-                           f"--platform): {sys.executable} -m pip install --upgrade 'pip>=23.1'")
+        raise HelpkitError(f"pip {found} is too old for the wheelhouse (needs >= 23.3 for --dry-run with "
+                           f"--platform): {sys.executable} -m pip install --upgrade 'pip>=23.3'")
     return found
 
 
@@ -302,7 +304,7 @@ def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, upda
         resolved, message = _resolve_offline(wheel, dest / "deps")
         if resolved is None:
             raise HelpkitError(f"the lock no longer satisfies this helpkit's requirements (rebuild with "
-                               f"--update-lock); pip says: {message}", lock)
+                               f"--update-lock): {message}", lock)
         shutil.copy2(lock, dest / "deps" / LOCK_NAME)
         return [wheel, *(dest / "deps" / f.name for f in files)]
     files, message = _resolve_offline(wheel, cache)
@@ -313,7 +315,7 @@ def vendor(dest: Path, cache: Path | None = None, lock: Path | None = None, upda
             stale.unlink()
         files, message = _resolve_offline(wheel, cache)
         if files is None:
-            raise HelpkitError(f"the downloaded wheelhouse does not resolve offline; pip says: {message}", cache)
+            raise HelpkitError(f"the downloaded wheelhouse does not resolve offline ({message})", cache)
     deps = [src for src in files if src != wheel]
     placed = [wheel]
     for src in deps:
