@@ -45,6 +45,13 @@ def log(message: str) -> None:
     print(f"[helpkit] {message}", file=sys.stderr, flush=True)
 
 
+def _helpkit_kind(config: SubmissionConfig) -> None:
+    """A custom submission has no helpkit pipeline to run: say so in one line."""
+    if config.kind == "custom":
+        raise HelpkitError(f"submission {config.name!r} is kind 'custom': its own train.sh and inference.sh run, "
+                           "not helpkit platform train|infer")
+
+
 def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
     return model_dir / f"index_{spec.geometry.key()}.parquet"
 
@@ -117,6 +124,7 @@ def train(
     from helpkit.heatmap.run import slide_records
     from helpkit.train.fit import TrainConfig, train_run
 
+    _helpkit_kind(config)
     started = time.monotonic()
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +203,7 @@ def inference_features(
     from helpkit.slidemap import Executor
     from helpkit.heatmap.run import slide_records
 
+    _helpkit_kind(config)
     model_dir = Path(model_dir)
     meta_path = model_dir / PIPELINE_FILE
     if not meta_path.is_file():

@@ -220,3 +220,14 @@ def test_pip_is_a_declared_dependency_at_the_version_the_wheelhouse_needs() -> N
     assert "pip>=23.3" in deps
     proc = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, check=True)
     assert wheelhouse.check_pip() in proc.stdout
+
+
+def test_platform_stages_refuse_a_custom_submission(in_project: Path, tmp_path: Path) -> None:
+    from helpkit import pipeline
+
+    _custom(in_project)
+    config = load_submission("mine")
+    with pytest.raises(HelpkitError, match="kind 'custom': its own train.sh and inference.sh run"):
+        pipeline.train(tmp_path / "data", tmp_path / "model", config)
+    with pytest.raises(HelpkitError, match="kind 'custom'"):
+        pipeline.infer(tmp_path / "test", tmp_path / "model", tmp_path / "out.csv", config)
