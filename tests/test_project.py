@@ -231,3 +231,23 @@ def test_platform_stages_refuse_a_custom_submission(in_project: Path, tmp_path: 
         pipeline.train(tmp_path / "data", tmp_path / "model", config)
     with pytest.raises(HelpkitError, match="kind 'custom'"):
         pipeline.infer(tmp_path / "test", tmp_path / "model", tmp_path / "out.csv", config)
+
+
+def test_image_labels_name_the_version_the_commit_and_the_lock(in_project: Path) -> None:
+    from helpkit import __version__
+    from helpkit.submission.docker_build import image_labels
+
+    context = render(INIT_EXAMPLE, wheels=False)
+    assert "helpkit.commit" not in image_labels(context)  # not a git checkout: no commit label
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(in_project)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "project"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (context / "wheels" / "deps").mkdir(parents=True)
+    (context / "wheels" / "deps" / "requirements.lock").write_text("tinydep==1.0 --hash=sha256:00  # x.whl\n")
+    labels = image_labels(context)
+    assert labels["helpkit.version"] == __version__ and labels["helpkit.commit"] == head
+    assert labels["helpkit.lock-sha256"] == hashlib.sha256(b"tinydep==1.0 --hash=sha256:00  # x.whl\n").hexdigest()
+    (in_project / "submissions" / INIT_EXAMPLE / "submission.toml").write_text("# changed\n", encoding="utf-8")
+    assert image_labels(context)["helpkit.commit"] == head + "-dirty"
