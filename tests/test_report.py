@@ -106,6 +106,18 @@ def test_report_of_a_validate_work_dir(tmp_path: Path) -> None:
     assert page.count("data:image/png;base64,") >= 7
 
 
+def test_report_of_a_model_dir_with_a_test_output(tmp_path: Path) -> None:
+    from helpkit.report import load_view, slide_table
+
+    work = fabricate_work_dir(tmp_path)
+    view = load_view(work / "model", output_csv=work / "output" / "output.csv", labels=tmp_path / "data" / "labels.csv",
+                     heatmaps=False)
+    assert view.kind == "model dir" and [s.name for s in view.sets] == ["test set", "training slides (out of fold)"]
+    table, _ = slide_table(view.sets[0])
+    assert list(table.columns) == ["label", "final", "rank", "correct"]  # no test heatmaps: no per-model scores
+    assert "not at hand (--data)" in view.sets[0].note
+
+
 def test_ties_warning(tmp_path: Path) -> None:
     from helpkit.report import build_report, ties_warning
 
@@ -137,3 +149,36 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1400,3000", page.resolve().as_uri()], capture_output=True, timeout=120, check=False)
     assert shot.is_file() and shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 50_000
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_report_of_a_real_validate_work_dir(engine, tmp_path: Path) -> None:
+    """Acceptance: `helpkit report` of a `submission validate --work-dir` (the shipped simple-maxprob on a
+    6 + 6 slide synthetic competition) has the per-slide table and the misclassified slides' heatmaps."""
+    from typer.testing import CliRunner
+
+    from helpkit.cli import app
+    from helpkit.synth import make_competition
+
+    data = make_competition(tmp_path / "D", n_train=6, n_test=6, size=2048, seed=0, shift=0.0)
+    work = tmp_path / "W"
+    runner = CliRunner()
+    validated = runner.invoke(app, ["submission", "validate", "simple-maxprob", "--data", str(data), "--work-dir",
+                                    str(work), "--report", str(work / "report.json"), "--quiet"])
+    assert validated.exit_code == 0, validated.output[-3000:]
+    reported = runner.invoke(app, ["report", str(work), "-o", str(tmp_path / "report.html")])
+    assert reported.exit_code == 0, reported.output[-3000:]
+    page = (tmp_path / "report.html").read_text()
+    test_ids = sorted(p.stem for p in (data / "test").iterdir())
+    test_part = page.split("<h2>training slides (out of fold)")[0]
+    assert "Verdict: <span class=\"pass\">PASS" in page and 'class="slides"' in test_part
+    assert all(f"<td>{slide_id}</td>" in test_part for slide_id in test_ids)
+    assert "Heatmaps: misclassified slides first" in test_part and "Training curves per fold" in page
+    assert "image digest (id)" in page and "share of time limit" in page
+    if _chromium() is not None:
+        shot = tmp_path / "shot.png"
+        subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                        "--window-size=1400,4000", (tmp_path / "report.html").resolve().as_uri()],
+                       capture_output=True, timeout=120, check=False)
+        assert shot.is_file() and shot.stat().st_size > 50_000
