@@ -124,7 +124,8 @@ _ACTIVE_BAR: Any = None
 
 def active_progress() -> Any:
     """The progress bar of the in-process map running now (a job may add a task to it: the
-    patches of its slide), or None: outside a map, or on a cluster worker."""
+    patches of its slide; removed when the job returns), or None: outside a map, or on a
+    cluster worker."""
     return _ACTIVE_BAR
 
 
@@ -158,6 +159,8 @@ def map_slides(
                     results[key] = job(item)
                     if bar:
                         bar.advance(task)
+                        for own in [t for t in bar.task_ids if t != task]:  # a job's rows last its slide
+                            bar.remove_task(own)
             finally:
                 _ACTIVE_BAR = outer
         elif items:
