@@ -101,3 +101,14 @@ def test_export_keeps_what_ships_and_drops_caches_and_checkpoints(tmp_path: Path
         from helpkit.train.export import export_run
 
         export_run(run_dir, tmp_path / "shipped")
+
+
+@pytest.mark.slow
+def test_train_export_writes_a_run_ready_to_ship(tmp_path: Path, tiny_competition: Path) -> None:
+    run_dir, shipped = tmp_path / "run", tmp_path / "shipped"
+    out = invoke("train", "--model", "simple", "--width", "0.25", "--folds", "1", "--epochs", "1", "--batch", "32",
+                 "--data", str(tiny_competition), "--out", str(run_dir), "--export", str(shipped))
+    assert f"-> {shipped}" in out
+    assert (run_dir / "fold_0" / "checkpoint.keras").is_file()  # the run keeps what resuming needs
+    kept = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file())
+    assert kept == ["fold_0/log.csv", "fold_0/model.json", "fold_0/model.keras", "run.json"]
