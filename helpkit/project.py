@@ -39,9 +39,9 @@ def project_dir(start: Path | None = None) -> Path:
         return Path(os.environ[PROJECT_ENV]).resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "submissions").is_dir():
-            return folder
-    return here
+        if (folder / "submissions").is_dir() and (folder / "submissions").resolve() != EXAMPLES_DIR:
+            return folder  # (the package's own examples folder never makes a project)
+    return PACKAGE_DIR.parent if is_packaged(here) else here
 
 
 def submissions_dir() -> Path:

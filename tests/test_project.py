@@ -56,6 +56,14 @@ def test_builds_and_cache_live_in_the_project_not_the_package(in_project: Path, 
     assert lock_path(shipped, "simple-maxprob") == in_project / "build" / "locks" / "simple-maxprob.lock"
 
 
+def test_the_package_is_never_a_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from helpkit.project import PACKAGE_DIR
+
+    monkeypatch.delenv("HELPKIT_PROJECT", raising=False)
+    monkeypatch.chdir(PACKAGE_DIR)
+    assert project_dir() != PACKAGE_DIR and not str(build_dir()).startswith(str(PACKAGE_DIR) + os.sep)
+
+
 def test_the_project_submission_shadows_the_shipped_example(in_project: Path) -> None:
     own = in_project / "submissions" / "simple-maxprob"
     own.mkdir()
