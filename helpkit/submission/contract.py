@@ -298,10 +298,13 @@ def _tail(log_file: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL
 
 
 def _save_log(container: Container, log_file: Path) -> None:
-    """The container's whole log (stdout and stderr, interleaved) into ``log_file``."""
-    with log_file.open("wb") as handle:
+    """The container's whole log (stdout and stderr, interleaved) into ``log_file``, replaced atomically
+    (a live follower still holding the old file never mixes into it)."""
+    partial = log_file.with_name(f".{log_file.name}.{os.getpid()}.part")
+    with partial.open("wb") as handle:
         for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
             handle.write(chunk)
+    os.replace(partial, log_file)
 
 
 def _emit(on_line: Callable[[str], None], raw: bytes) -> None:
@@ -312,10 +315,11 @@ def _emit(on_line: Callable[[str], None], raw: bytes) -> None:
         pass
 
 
-def _follow_log(container: Container, log_file: Path, on_line: Callable[[str], None] | None,
-                followed: threading.Event) -> None:
+def _follow_log(container: Container, log_file: Path, on_line: Callable[[str], None] | None) -> None:
     """Write the container's log to ``log_file`` as it comes (stdout and stderr, interleaved), and hand
-    each complete line to ``on_line``; ``followed`` is set when the stream ended with the container."""
+    each complete line to ``on_line``, until the stream ends with the container. A followed stream
+    may miss the last lines when the engine closes it at the container's exit, so ``run_stage``
+    replaces the file with the engine's whole log once the stage is over."""
     pending = b""
     with log_file.open("wb") as handle:
         try:
@@ -330,7 +334,6 @@ def _follow_log(container: Container, log_file: Path, on_line: Callable[[str], N
             return
     if pending and on_line is not None:
         _emit(on_line, pending)
-    followed.set()
 
 
 def run_stage(
@@ -386,11 +389,10 @@ def run_stage(
     scratch = tempfile.TemporaryDirectory(prefix="helpkit-log-")
     log_file = Path(log_path) if log_path is not None else Path(scratch.name) / "stage.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    followed = threading.Event()
     try:
         watcher = threading.Thread(target=_watch_memory, args=(container, result), daemon=True)
         guard = threading.Thread(target=_watch_pids_and_disk, args=(container, result, caps, stop), daemon=True)
-        follower = threading.Thread(target=_follow_log, args=(container, log_file, on_line, followed), daemon=True)
+        follower = threading.Thread(target=_follow_log, args=(container, log_file, on_line), daemon=True)
         start = time.monotonic()
         container.start()
         follower.start()
@@ -414,8 +416,7 @@ def run_stage(
         container.reload()
         result.oom_killed = bool(container.attrs["State"].get("OOMKilled"))
         follower.join(timeout=30)
-        if not followed.is_set():  # the live stream broke off: take the whole log from the engine now
-            _save_log(container, log_file)
+        _save_log(container, log_file)  # the engine's whole log, whatever the live stream caught
         result.log_tail = _tail(log_file)
         result.log_path = str(log_path) if log_path is not None else ""
     finally:
