@@ -79,7 +79,7 @@ def tune(
     if out is not None:
         write_json(out, report)
     if as_json:
-        typer.echo(json_text({k: v for k, v in report.items()}))
+        typer.echo(json_text(report))
         return
     typer.echo(f"{len(y)} slides ({int(y.sum())} positive), models: {', '.join(tbl.models(table))}")
     for method, r in results.items():

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from helpkit.ensemble import table as tbl
-from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
 
 COLUMNS = ["slide_id", "label", "fold", "score"]
