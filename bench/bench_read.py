@@ -6,6 +6,12 @@ One synthetic slide (0.25 um/px, a 2x pyramid: level 1 is the default 0.5 um/px)
 pixels re-saved as a single-level TIFF; a trivial predictor, so only reading is timed. Best of
 ``--repeat`` runs each, interleaved.
 
+Against OpenSlide's own rate on the same pyramid slide, one thread, no helpkit in between:
+``openslide.OpenSlide.read_region`` of every tissue cell's patch at the matching level, in
+grid order (patches/s), and of whole 256 x 256 tiles on the tile grid of that level, as
+patch-equivalents/s (pixels read / patch pixels): what one core of OpenSlide delivers, so the
+engine's ratio to it says what its threads and strip reads add.
+
     .venv/bin/python bench/bench_read.py [--size 12288] [--work DIR] [--repeat 3]
 """
 
@@ -67,6 +73,42 @@ def main() -> None:
         reader.close()
     names = list(setups)
     print(f"strips / per-cell resized = {best[names[1]] / best[names[0]]:.1f}x")
+    reader, grid, tissue = setups[names[0]]
+    engine_rate = tissue.sum() / best[names[0]]
+    per_patch, per_tile = openslide_rates(pyramid, grid, tissue, args.repeat)
+    print(f"OpenSlide alone, 1 thread, read_region per patch      {per_patch:7.0f} patches/s")
+    print(f"OpenSlide alone, 1 thread, 256x256 tiles              {per_tile:7.0f} patch-equivalents/s")
+    print(f"engine (strips, threads) / OpenSlide per patch = {engine_rate / per_patch:.1f}x; "
+          f"/ OpenSlide tiles = {engine_rate / per_tile:.2f}")
+
+
+def openslide_rates(path: Path, grid, tissue: np.ndarray, repeat: int) -> tuple[float, float]:
+    """OpenSlide's single-thread rates on ``path`` at ``grid``'s level (which must match its mpp):
+    (patches/s reading each tissue cell's patch, patch-equivalents/s reading whole 256-pixel tiles)."""
+    import openslide
+
+    slide = openslide.OpenSlide(str(path))
+    try:
+        level = slide.get_best_level_for_downsample(grid.downsample + 1e-6)
+        assert abs(slide.level_downsamples[level] - grid.downsample) < 1e-6, "no level at the patches' mpp"
+        p = grid.patch_size
+        cells = [grid.cell_xy(int(r), int(c)) for r, c in np.argwhere(tissue)]
+        width, height = slide.level_dimensions[level]
+        scale = int(round(slide.level_downsamples[level]))
+        tiles = [(x * scale, y * scale) for y in range(0, height - 255, 256) for x in range(0, width - 255, 256)]
+        best_patch = best_tile = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for xy in cells:
+                slide.read_region(xy, level, (p, p))
+            best_patch = min(best_patch, time.perf_counter() - start)
+            start = time.perf_counter()
+            for xy in tiles:
+                slide.read_region(xy, level, (256, 256))
+            best_tile = min(best_tile, time.perf_counter() - start)
+    finally:
+        slide.close()
+    return len(cells) / best_patch, len(tiles) * (256 * 256) / (p * p) / best_tile
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 """uint8 (batch, patch, patch, 3) -> tumour probability per patch ((batch,) or (batch, 1))."""
 
 BATCH_SIZE = 256
-AUTO_BATCH_SIZES = (128, 256, 512, 1024)
+AUTO_BATCH_SIZES = (64, 128, 256, 512, 1024)
 """Batch sizes ``batch_size=0`` chooses among, by measuring the predict function on each."""
 MAX_RUN = 32
 """Most cells read in one region: long enough to amortise a call, short enough to stay small."""
@@ -139,13 +139,13 @@ _measured: dict[object, int] = {}
 
 def measured_batch_size(predict: PredictFn, patch_size: int, sizes: tuple[int, ...] = AUTO_BATCH_SIZES) -> int:
     """The batch size of ``sizes`` at which ``predict`` runs most patches per second, measured
-    on random patches (about a second) once per ``predict.batch_key`` (a predictor's identity:
+    on random patches (about two seconds) once per ``predict.batch_key`` (a predictor's identity:
     its models) and patch size, and remembered for the process."""
     from helpkit.models.compute import best_batch_size
 
     key = (getattr(predict, "batch_key", id(predict)), patch_size, sizes)
     if key not in _measured:
-        _measured[key] = best_batch_size(predict, patch_size, sizes)[0]
+        _measured[key] = best_batch_size(predict, patch_size, sizes, budget_s=2.0)[0]
     return _measured[key]
 
 
