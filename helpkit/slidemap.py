@@ -136,12 +136,15 @@ def map_slides(
     executor: Executor | None = None,
     description: str = "slides",
     progress: bool = True,
+    cost: Sequence[float] | None = None,
 ) -> dict[str, R]:
     """Run ``job(item)`` for every item (one per slide) and return ``{key: result}`` in item order.
 
     In process the items run one after another; on a cluster each is one task and the results
-    come back as they finish. An exception from a job stops the map and is raised here either
-    way (jobs record per-slide failures in their results; what they raise is a bug).
+    come back as they finish, the costliest first when ``cost`` (say, the slides' file sizes)
+    is given, so no worker is left with a big slide at the end. An exception from a job stops
+    the map and is raised here either way (jobs record per-slide failures in their results;
+    what they raise is a bug).
     """
     executor = executor or Executor()
     if len(keys) != len(items) or len(set(keys)) != len(keys):
@@ -168,8 +171,10 @@ def map_slides(
 
             client = stack.enter_context(client_for(executor))
             run = uuid.uuid4().hex[:8]
-            futures = client.map(job, list(items), key=[f"{description}-{k}-{run}" for k in keys], pure=False)
-            by_key = {f.key: k for f, k in zip(futures, keys)}
+            order = sorted(range(len(items)), key=lambda i: -cost[i]) if cost is not None else range(len(items))
+            futures = client.map(job, [items[i] for i in order], key=[f"{description}-{keys[i]}-{run}" for i in order],
+                                 pure=False)
+            by_key = {f.key: keys[i] for f, i in zip(futures, order)}
             for future in as_completed(futures):
                 results[by_key[future.key]] = future.result()
                 future.release()

@@ -218,11 +218,20 @@ def make_heatmaps(
     if predictor is None and executor.in_process:
         predictor = keras_predictor(mixed_precision=options.mixed_precision, xla=options.xla)  # models kept for this call; on a worker, for its lifetime
     job = SlideHeatmapJob(tuple(str(r.path) for r in runs), str(out_dir), options, predictor)
-    done = map_slides(job, items, [slide.slide_id for slide, _ in items], executor, description="heatmaps")
+    done = map_slides(job, items, [slide.slide_id for slide, _ in items], executor, description="heatmaps",
+                      cost=[_bytes(slide.path) for slide, _ in items])
     for result in done.values():
         for name in ("written", "failed"):
             counts[name] += result[name]
     return counts
+
+
+def _bytes(path: Path) -> int:
+    """A slide's size on disk (a folder's files together): its share of the work, roughly."""
+    try:
+        return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)
