@@ -148,7 +148,7 @@ def run_demo(out: str | Path, quick: bool = False, docker: bool = True, layout: 
     from helpkit.synth.layouts import truth_folder
 
     settings = replace(QUICK if quick else DEFAULT, layout=layout)
-    out = Path(out)
+    out = Path(out).absolute()  # layouts hand back absolute paths; the run records them relative to out
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
     phase1, phase2 = _synthesize(out, settings, clock)

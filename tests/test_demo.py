@@ -15,13 +15,15 @@ import pytest
 
 
 @pytest.mark.docker
-def test_quick_demo_end_to_end(engine, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_quick_demo_end_to_end(engine, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
     from helpkit.data import discover
     from helpkit.demo import run_demo
     from helpkit.scoring import read_predictions
 
+    monkeypatch.chdir(tmp_path)
+    run = run_demo(Path("demo"), quick=True)  # relative, as `make demo` passes it
     out = tmp_path / "demo"
-    run = run_demo(out, quick=True)
 
     saved = json.loads((out / "demo.json").read_text())
     assert saved["verdict"] == "PASS"
