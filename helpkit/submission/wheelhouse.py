@@ -128,10 +128,10 @@ def build_helpkit_wheel(out_dir: Path, device: str = "cpu") -> Path:
                 shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
                 shutil.copy2(src, dest)
-        args = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir.resolve()), tmp]
-        _pip(args, "building the helpkit wheel")
         pyproject = Path(tmp) / "pyproject.toml"
         pyproject.write_text(device_pyproject(pyproject.read_text(encoding="utf-8"), device), encoding="utf-8")
+        args = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out_dir.resolve()), tmp]
+        _pip(args, "building the helpkit wheel")
     (wheel,) = out_dir.glob("helpkit-*.whl")
     return wheel
 
@@ -173,10 +173,10 @@ def repack_installed(out_dir: Path, device: str = "cpu") -> Path:
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, path in sorted(entries):
             data = path.read_bytes()
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
             if name.endswith(".dist-info/METADATA"):
                 data = device_metadata(data.decode("utf-8"), device).encode("utf-8")
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (path.stat().st_mode & 0o777 | 0o100000) << 16
             zf.writestr(info, data, zipfile.ZIP_DEFLATED)
             record.append(f"{name},{_record_hash(data)},{len(data)}")
         record.append(f"{info_dir}/RECORD,,")
