@@ -238,11 +238,18 @@ def infer(
     all_failed = features[failed_cols].fillna(1).astype(bool).all(axis=1)
     proba = pd.Series(load_ensemble(Path(model_dir) / "ensemble").predict_proba(features.reset_index()),
                       index=slide_ids)
-    proba[all_failed] = config.fallback_probability
+    # A slide that opened but where no model found tissue has nothing to be scored by: the
+    # ensemble's answer for an empty heatmap is an artefact, so it gets the fallback too.
+    tissue_cols = [f"{spec.name}__tissue_patches" for spec in config.models]
+    no_tissue = ~all_failed & (features[tissue_cols].fillna(0) == 0).all(axis=1)
+    proba[all_failed | no_tissue] = config.fallback_probability
     failures = {}
     for slide_id in all_failed[all_failed].index:
         failures[slide_id] = _heatmap_error(work / "heatmaps", config, slide_id)
         log(f"slide {slide_id} failed ({failures[slide_id]}): wrote fallback {config.fallback_probability}")
+    for slide_id in no_tissue[no_tissue].index:
+        failures[slide_id] = "no tissue found (the tissue mask is empty)"
+        log(f"slide {slide_id}: no tissue found, nothing to score: wrote fallback {config.fallback_probability}")
     write_predictions(output_csv, proba)
     write_json(work / "inference.json", {"data": str(data_dir), "output": str(output_csv),
                                          "slides": slide_ids, "failures": failures})

@@ -58,6 +58,12 @@ def odd_test_folder(tiny_competition: Path, folder: Path) -> dict[str, str]:
         pixels = reader.read_region((0, 0), 0, reader.dimensions)
     write_dicom_slide(folder / "DicomSlide", pixels, mpp=0.25, levels=2)
     cases["DicomSlide"] = "two-file DICOM"
+    import tifffile
+
+    blank = np.full((1024, 1024, 3), 255, np.uint8)  # opens, but holds no tissue
+    tifffile.imwrite(folder / "Blank.tif", blank, tile=(256, 256), photometric="rgb",
+                     resolution=(1e4 / 0.25,) * 2, resolutionunit="CENTIMETER")
+    cases["Blank"] = "no tissue"
     (folder / ".hidden.tiff").write_bytes(b"")  # not a slide
     (folder / "notes.txt").write_text("not a slide")
     return cases
@@ -83,7 +89,9 @@ def test_inference_writes_one_real_row_per_slide(
     err = capfd.readouterr().err
     fallback = config.fallback_probability
     assert "slide x failed (" in err and f"wrote fallback {fallback}" in err
-    assert f"wrote {len(cases)} rows to {out} (1 fallback)" in err
+    assert f"slide Blank: no tissue found, nothing to score: wrote fallback {fallback}" in err
+    assert scores["Blank"] == fallback
+    assert f"wrote {len(cases)} rows to {out} (2 fallback)" in err
     assert "duplicate slide id 'Dup': using Dup.tiff, ignoring Dup.svs (could not open" in caplog.text
     # every readable slide got a real score: the same pixels give the same probability
     first = next(k for k, v in cases.items() if v == "synthetic")
