@@ -72,7 +72,7 @@ def prepare(work: Path, n_slides: int, size: int) -> tuple[list[Path], Path]:
 
 def inner(mode: str, work: Path, slides: list[Path], run_dir: Path, runs: int) -> dict:
     """One set-up in this (fresh) process: the wall time of each map over every slide."""
-    from helpkit.heatmap.run import Options, SlideRecord, keras_predictor, make_heatmaps
+    from helpkit.heatmap.make import Options, SlideRecord, keras_predictor, make_heatmaps
     from helpkit.slidemap import Executor, local_cluster
 
     records = [SlideRecord(p.stem, p, "test", float("nan")) for p in slides]
@@ -135,7 +135,7 @@ def main() -> None:
         print(json.dumps(inner(args.inner, args.work, slides, run_dir, args.runs)))
         return
 
-    from helpkit.heatmap.run import tissue_grid
+    from helpkit.heatmap.make import tissue_grid
     from helpkit.slide import SlideReader, grid_for, tissue_mask
     from helpkit.slide.geometry import PatchGeometry
 

@@ -26,7 +26,7 @@ import numpy as np
 import tifffile
 
 from helpkit.heatmap.engine import run_heatmap
-from helpkit.heatmap.run import tissue_grid
+from helpkit.heatmap.make import tissue_grid
 from helpkit.slide import PatchGeometry, SlideReader, grid_for, tissue_mask
 from helpkit.synth import make_slide
 

@@ -145,7 +145,7 @@ def run_demo(out: str | Path, quick: bool = False, docker: bool = True, layout: 
     from helpkit.config import load_submission, resolve_submission_path
     from helpkit.layouts import labels_file, platform_folders
     from helpkit.report import build_report
-    from helpkit.synth.layouts import truth_folder
+    from helpkit.synth.camelyon_writer import truth_folder
 
     settings = replace(QUICK if quick else DEFAULT, layout=layout)
     out = Path(out).absolute()  # layouts hand back absolute paths; the run records them relative to out
@@ -193,7 +193,7 @@ def _validate_in_docker(run: dict[str, Any], out: Path, phase1: Path, phase2: Pa
     from helpkit.config import load_submission
     from helpkit.submission.base_image import build_base_image
     from helpkit.submission.docker_build import build_submission
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
     from helpkit.submission.validate import validate
 
     try:

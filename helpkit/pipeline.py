@@ -99,7 +99,7 @@ def _heatmaps(run_dirs: list[Path], config: SubmissionConfig, records: list, out
     """``make_heatmaps`` of every model, each with its own mixed precision and XLA (one call when they agree)."""
     from collections import Counter
 
-    from helpkit.heatmap.run import Options, make_heatmaps
+    from helpkit.heatmap.make import Options, make_heatmaps
     from helpkit.slidemap import Executor
 
     groups: dict[tuple[bool, bool], list[Path]] = {}
@@ -119,9 +119,9 @@ def train(
     problems are warned about and their slides left out of patch training (``strict``: errors)."""
     from helpkit.data import check_labels, discover
     from helpkit.ensemble import fit_ensemble, write_report
-    from helpkit.features.table import build_features
+    from helpkit.features.features_table import build_features
     from helpkit.slidemap import Executor
-    from helpkit.heatmap.run import slide_records
+    from helpkit.heatmap.make import slide_records
     from helpkit.train.fit import TrainConfig, train_run
 
     _helpkit_kind(config)
@@ -199,9 +199,9 @@ def inference_features(
     """
     import json
 
-    from helpkit.features.table import build_features
+    from helpkit.features.features_table import build_features
     from helpkit.slidemap import Executor
-    from helpkit.heatmap.run import slide_records
+    from helpkit.heatmap.make import slide_records
 
     _helpkit_kind(config)
     model_dir = Path(model_dir)

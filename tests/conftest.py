@@ -31,7 +31,7 @@ def missing_engine_action(reachable: bool, base_image_present: bool, ci: str | N
 @pytest.fixture(scope="session")
 def engine():
     """A reachable engine with the base image, or a skip (a failure under CI) saying what is missing."""
-    from helpkit.submission.engine import START_ENGINE_HINT, client, engine_reachable
+    from helpkit.submission.docker_engine import START_ENGINE_HINT, client, engine_reachable
 
     reachable = engine_reachable()
     base = False

@@ -97,7 +97,7 @@ def test_heatmaps_with_mixed_precision_and_xla_match_float32(trained: keras.Mode
     the same cells, probabilities within tolerance, and their own cache keys."""
     from test_heatmap import GEOMETRY, write_slide
 
-    from helpkit.heatmap.run import Options, SlideRecord, make_heatmaps
+    from helpkit.heatmap.make import Options, SlideRecord, make_heatmaps
     from helpkit.heatmap.store import heatmap_path, read_heatmap
     from helpkit.train import write_run
 
@@ -145,7 +145,7 @@ def test_engine_batch_size_zero_is_measured_once_and_changes_no_result(tmp_path)
     from test_heatmap import GEOMETRY, red_fraction, write_slide
 
     from helpkit.heatmap import engine
-    from helpkit.heatmap.run import tissue_grid
+    from helpkit.heatmap.make import tissue_grid
     from helpkit.slide import SlideReader, grid_for, tissue_mask
 
     calls: list[int] = []

@@ -146,7 +146,7 @@ def test_verdict_of_a_gpu_image_on_a_host_without_gpus_says_gpu_use_was_not_chec
 def test_validator_runs_a_gpu_image_and_says_what_it_could_check(engine, tmp_path: Path) -> None:
     """A stand-in image labelled gpu: on a host without GPUs it runs on the CPU (no device request,
     which Docker would refuse) and passes with the note; with GPUs, the stages get them."""
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
     from helpkit.submission.validate import validate
 
     data = tmp_path / "data"
@@ -174,7 +174,7 @@ def test_gpu_image_holds_tensorflow_built_with_cuda(engine) -> None:
     """``helpkit submission build simple-maxprob --device gpu`` (several GB: minutes when the
     wheelhouse cache is warm) gives an image whose TensorFlow is built with CUDA."""
     from helpkit.submission.docker_build import build_submission, image_tag
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
 
     built = build_submission("simple-maxprob", quiet=True, device="gpu")
     assert built.tag == image_tag("simple-maxprob", "gpu") == "helpkit-submission/simple-maxprob:gpu"

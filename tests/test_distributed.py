@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from helpkit.heatmap.run import Options, make_heatmaps, slide_records  # noqa: E402
+from helpkit.heatmap.make import Options, make_heatmaps, slide_records  # noqa: E402
 from helpkit.heatmap.store import heatmap_path, read_heatmap  # noqa: E402
 from helpkit.slide.geometry import PatchGeometry  # noqa: E402
 from helpkit.slidemap import Executor, map_slides  # noqa: E402

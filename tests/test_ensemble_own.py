@@ -143,7 +143,7 @@ def test_registry_matches_each_estimator() -> None:
 def test_config_cli_and_report_read_the_registry() -> None:
     from helpkit.config import EnsembleSpec
     from helpkit.ensemble.methods import NAMES, REGISTRY
-    from helpkit.ensemble.report import stacked_candidates
+    from helpkit.ensemble.candidates import stacked_candidates
 
     assert set(EnsembleSpec.model_fields["method"].annotation.__args__) == set(NAMES)
     assert stacked_candidates() == [m for m in NAMES if REGISTRY[m].candidate]

@@ -12,7 +12,7 @@ import tifffile
 
 from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import run_heatmap
-from helpkit.heatmap.run import Options, SlideRecord, make_heatmaps, out_of_fold, tissue_grid
+from helpkit.heatmap.make import Options, SlideRecord, make_heatmaps, out_of_fold, tissue_grid
 from helpkit.heatmap.store import heatmap_path, read_heatmap
 from helpkit.slide import SlideReader, grid_for, tissue_mask
 from helpkit.slide.geometry import PatchGeometry

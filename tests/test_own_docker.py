@@ -39,7 +39,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _remove_image(tag: str) -> None:
     from docker.errors import APIError, ImageNotFound
 
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
 
     try:
         client().images.remove(tag, force=True)
@@ -48,7 +48,7 @@ def _remove_image(tag: str) -> None:
 
 
 def _freeze(tag: str) -> list[str]:
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
 
     out = client().containers.run(tag, ["pip", "freeze", "--all"], remove=True, network_disabled=True)
     return sorted(out.decode().split())
@@ -68,7 +68,7 @@ def _decoy_wheel(folder: Path, name: str, version: str) -> Path:
 def test_locked_rebuild_installs_the_same_packages(engine, project: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from helpkit.submission.docker_build import build_submission
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
 
     sub = project / "submissions" / "example"
     toml = sub / "submission.toml"

@@ -38,7 +38,7 @@ def model_dir(tiny_competition: Path, tmp_path_factory: pytest.TempPathFactory) 
     from helpkit.data import discover
     from helpkit.ensemble import fit_ensemble
     from helpkit.features import build_features
-    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.heatmap.make import Options, make_heatmaps, slide_records
 
     out = tmp_path_factory.mktemp("model")
     train = sorted(discover(tiny_competition, "train")["slide_id"])

@@ -21,7 +21,7 @@ from helpkit.synth.field import Plan2D
 from helpkit.synth.plan import make_plan
 from helpkit.synth.stain import look_for
 from helpkit.synth.tiff import pyramid_shapes
-from helpkit.synth.tissue import KINDS, NucleusKind, _stamp, _stamp_half, render_tile, stamp_border
+from helpkit.synth.tissue_render import KINDS, NucleusKind, _stamp, _stamp_half, render_tile, stamp_border
 
 
 def _synth(root: Path) -> dict:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption, geometry_options
-from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
+from helpkit.slide.slide_defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
 
 

@@ -51,7 +51,7 @@ def tune(
     tuned inside each outer fold: the number to believe), and the weights fitted on all slides;
     'best' is the blend with the highest nested-CV AUC."""
     from helpkit.ensemble import BlendClassifier, apparent_auc, cross_val_oof
-    from helpkit.ensemble import table as tbl
+    from helpkit.ensemble import features_input as tbl
     from helpkit.ensemble.blend import WEIGHT_METHODS
     from helpkit.errors import HelpkitError
     from helpkit.io import json_text, write_json

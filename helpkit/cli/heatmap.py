@@ -41,7 +41,7 @@ def heatmap(
     """Heatmap every tissue patch of every slide, out of fold: a training slide is scored by the
     fold model that held it out, a test slide by the mean of all fold models."""
     from helpkit.errors import HelpkitError
-    from helpkit.heatmap.run import Options, make_heatmaps, slide_records
+    from helpkit.heatmap.make import Options, make_heatmaps, slide_records
     from helpkit.slidemap import Executor
 
     if batch < 0 or (stride is not None and stride <= 0) or (read_threads is not None and read_threads <= 0):

@@ -32,7 +32,7 @@ def lesions(
     maxima of the smoothed probability map above --floor, non-maximum suppression at --radius
     microns, each at its grid cell's centre in level-0 pixels."""
     from helpkit.errors import HelpkitError
-    from helpkit.features.table import model_dirs
+    from helpkit.features.features_table import model_dirs
     from helpkit.heatmap.lesions import LesionOptions, write_lesions
 
     models = model_dirs([heatmap_dir])

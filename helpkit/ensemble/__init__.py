@@ -22,13 +22,13 @@ _EXPORTS = {
     "read_oof": "oof:read_oof",
     "write_model_oof": "oof:write_model_oof",
     "read_inputs": "inputs:read_inputs",
-    "candidate_oof": "report:candidate_oof",
-    "ensemble_report": "report:ensemble_report",
-    "write_report": "report:write_report",
+    "candidate_oof": "candidates:candidate_oof",
+    "ensemble_report": "candidates:ensemble_report",
+    "write_report": "candidates:write_report",
     "LGBMStacker": "stack:LGBMStacker",
     "LogisticStacker": "stack:LogisticStacker",
-    "read_features": "table:read_features",
-    "validate_features": "table:validate_features",
+    "read_features": "features_input:read_features",
+    "validate_features": "features_input:validate_features",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpkit.ensemble import table as tbl
+from helpkit.ensemble import features_input as tbl
 from helpkit.errors import HelpkitError
 
 WEIGHTS_KIND = "helpkit-blend-weights"

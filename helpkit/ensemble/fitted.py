@@ -25,7 +25,7 @@ import pandas as pd
 
 from helpkit.defaults import FALLBACK_PROBABILITY
 from helpkit.ensemble import methods
-from helpkit.ensemble import table as tbl
+from helpkit.ensemble import features_input as tbl
 from helpkit.ensemble.cv import cross_val_oof
 from helpkit.errors import HelpkitError
 from helpkit.io import write_json

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpkit.ensemble import table as tbl
+from helpkit.ensemble import features_input as tbl
 from helpkit.errors import HelpkitError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpkit.ensemble import table as tbl
+from helpkit.ensemble import features_input as tbl
 from helpkit.io import atomic_path
 
 COLUMNS = ["slide_id", "label", "fold", "score"]

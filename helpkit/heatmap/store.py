@@ -16,7 +16,7 @@ Layout ``HEATMAP_DIR/<model>/<slide_id>.npz``, schema_version 2 (docs/contracts.
   and ``missing`` have shape (0, 0) and ``origin``/``stride0``/``patch_size0`` are 0.
 - ``errors`` str array: per-patch read errors (capped; the last entry counts the rest).
 - ``key`` str: what the heatmap was made from (slide file, fold models, geometry; see
-  ``helpkit.heatmap.run.heatmap_key``): a cached heatmap is reused only when it matches.
+  ``helpkit.heatmap.make.heatmap_key``): a cached heatmap is reused only when it matches.
 - ``mpp`` float64[2] (extra key, optional on read): level-0 microns per pixel (x, y), NaN
   when the slide does not say; lets features give tissue area in mm^2.
 """

@@ -1,7 +1,7 @@
 """Slides: reading (OpenSlide), tissue masks, the patch grid, labels and sampling.
 
 Names are re-exported lazily (PEP 562) so that importing a light submodule such as
-``helpkit.slide.defaults`` does not pull in OpenSlide, scipy and scikit-image.
+``helpkit.slide.slide_defaults`` does not pull in OpenSlide, scipy and scikit-image.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pandas as pd
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path, file_identity, remove_stale_temps
 from helpkit.slide.annotation import AnnotationMask, exclude_cells, read_annotation
-from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
+from helpkit.slide.slide_defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.grid import grid_for, patch_table
 from helpkit.slide.reader import SlideReader

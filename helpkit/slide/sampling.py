@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from helpkit.slide.defaults import MIN_TISSUE, TUMOUR_THRESHOLD
+from helpkit.slide.slide_defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 
 
 def label_patches(

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from helpkit.errors import HelpkitError
-from helpkit.submission.engine import client
+from helpkit.submission.docker_engine import client
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "libgomp1")

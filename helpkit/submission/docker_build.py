@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from helpkit.errors import HelpkitError
 from helpkit.progress import progress_bar
-from helpkit.submission.engine import client
+from helpkit.submission.docker_engine import client
 
 if TYPE_CHECKING:
     import docker

@@ -366,7 +366,7 @@ def validate(
     """
     from helpkit.config import load_submission
     from helpkit.submission.contract import run_stage, stage_mounts
-    from helpkit.submission.engine import client
+    from helpkit.submission.docker_engine import client
 
     from helpkit.layouts import platform_folders
 

@@ -17,7 +17,7 @@ from helpkit.progress import track
 from helpkit.synth.plan import SlidePlan, make_plan, tumour_regions, write_mask
 from helpkit.synth.stain import look_for
 from helpkit.synth.tiff import TILE, write_pyramid
-from helpkit.synth.tissue import render_tile
+from helpkit.synth.tissue_render import render_tile
 
 MPP = 0.25
 """Microns per level-0 pixel (a 40x scanner)."""
@@ -124,7 +124,7 @@ def make_competition(
     layout: str = "help",
 ) -> Path:
     """Write a synthetic competition in the HeLP layout under ``out`` and return ``out``
-    (``layout`` 'camelyon16' / 'camelyon17': that layout instead, ``helpkit.synth.layouts``).
+    (``layout`` 'camelyon16' / 'camelyon17': that layout instead, ``helpkit.synth.camelyon_writer``).
 
     Train slides have the phase-1 look; ``shift`` moves the test slides' staining and
     scanner appearance (0 none, 1 about as far as HeLP phase 2 moved from phase 1).
@@ -145,7 +145,7 @@ def make_competition(
         raise HelpkitError(f"unknown synthetic layout {layout!r}: choose help, camelyon16 or camelyon17")
     _clear(out)
     if layout != "help":
-        from helpkit.synth.layouts import make_layout_competition
+        from helpkit.synth.camelyon_writer import make_layout_competition
 
         return make_layout_competition(out, layout, n_train=n_train, n_test=n_test, size=size, seed=seed,
                                        shift=shift, mask_downsample=mask_downsample, progress=progress)

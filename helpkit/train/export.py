@@ -1,7 +1,7 @@
 """Run folders in and out of helpkit: your own Keras model as a run, and a run ready to ship.
 
 ``import_model`` makes a one-fold run folder (``run.json``, ``fold_0/model.keras``,
-``fold_0/model.json``, the layout of ``helpkit.train.run``) around a model trained anywhere,
+``fold_0/model.json``, the layout of ``helpkit.train.run_folder``) around a model trained anywhere,
 so heatmaps, features and submissions use it as they use helpkit's own. Its one fold trained
 on no slide of the data, so every slide, training or test, is scored by it. The model must
 take uint8 RGB patches, (batch, P, P, 3) with values 0-255, and return (batch, 1) tumour
@@ -19,7 +19,7 @@ from pathlib import Path
 from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path, write_json
 from helpkit.slide.geometry import PatchGeometry
-from helpkit.train.run import Run, fold_dir, load_run, write_run
+from helpkit.train.run_folder import Run, fold_dir, load_run, write_run
 
 IMPORTED = "imported"
 """The architecture recorded for a model helpkit did not build."""

@@ -30,7 +30,7 @@ from helpkit.train.cache import open_cache
 from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget, Validation
 from helpkit.train.dataset import PatchSource, SlidePatches, check_index, patch_dataset
 from helpkit.train.folds import slide_folds
-from helpkit.train.run import NORMALISATION, Run, fold_dir, load_run, write_run
+from helpkit.train.run_folder import NORMALISATION, Run, fold_dir, load_run, write_run
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from helpkit.ensemble import methods
-from helpkit.ensemble import table as tbl
+from helpkit.ensemble import features_input as tbl
 from helpkit.ensemble.cv import cross_val_oof
 from helpkit.ensemble.fitted import candidate
 from helpkit.io import atomic_path
