@@ -45,6 +45,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/bench-shift/out"), help="Emptied, then outputs.")
     args = parser.parse_args()
 
+    if not (args.model_dir / pipeline.PIPELINE_FILE).is_file():
+        # `make bench` runs every bench: without a trained model dir there is nothing to measure.
+        print(f"bench_shift: skipped: no trained model dir at {args.model_dir} (run `make demo`, or pass --model-dir)")
+        return
     config = load_submission(args.config)
     shutil.rmtree(args.out, ignore_errors=True)
     rows = []
