@@ -6,8 +6,7 @@ config reads) loads without scikit-learn or LightGBM.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from helpkit.lazy import lazy_exports
 
 _EXPORTS = {
     "METHODS": "methods:NAMES",
@@ -34,11 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module, _, attr = _EXPORTS[name].partition(":")
-    except KeyError:
-        raise AttributeError(f"module 'helpkit.ensemble' has no attribute {name!r}") from None
-    value = getattr(import_module(f"helpkit.ensemble.{module}"), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ Names are re-exported lazily (PEP 562) so that importing a light submodule such 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from helpkit.lazy import lazy_exports
 
 _EXPORTS = {
     "SLIDE_EXTENSIONS": "reader",
@@ -32,7 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"helpkit.slide.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
