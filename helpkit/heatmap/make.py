@@ -41,16 +41,18 @@ the training index's bar, so tumour at the edge of tissue is still looked at."""
 
 PredictorFactory = Callable[[Run, list[int]], PredictFn]
 
-def heatmap_key(slide: SlideRecord, run: Run, folds: list[int], geometry: PatchGeometry,
-                compute: dict[str, bool] | None = None) -> str:
-    """What a heatmap is made from, as one digest: the slide file and what is recorded of it
-    (id, split, label), the model name, its fold model files and the geometry; and ``compute``
-    (mixed precision, XLA) when either is on, so float32 heatmaps keep their keys."""
+def heatmap_key(slide: SlideRecord, slide_identity: str, run: Run, model_identities: dict[int, str],
+                folds: list[int], geometry: PatchGeometry, compute: dict[str, bool] | None = None) -> str:
+    """What a heatmap is made from, as one digest: the slide file (``slide_identity``, its
+    ``helpkit.io.file_identity``) and what is recorded of it (id, split, label), the model name,
+    its fold model files (``model_identities`` by fold) and the geometry; and ``compute`` (mixed
+    precision, XLA) when either is on, so float32 heatmaps keep their keys. The identities come
+    in computed, once per slide and once per run, not once per pair."""
     parts = {
-        "slide": file_identity(slide.path),
+        "slide": slide_identity,
         "record": [slide.slide_id, slide.split, None if math.isnan(slide.label) else slide.label],
         "model": run.name,
-        "folds": {str(k): file_identity(run.fold(k).model_path) for k in sorted(folds)},
+        "folds": {str(k): model_identities[k] for k in sorted(folds)},
         "geometry": geometry.to_dict(),
     }
     if compute and any(compute.values()):
@@ -203,12 +205,14 @@ def make_heatmaps(
         remove_stale_temps(Path(out_dir) / run.name)
     counts = {"written": 0, "skipped": 0, "failed": 0}
     items = []
+    models = [{fold.index: file_identity(fold.model_path) for fold in run.folds} for run in runs]
+    compute = {"mixed_precision": options.mixed_precision, "xla": options.xla}
     for slide in slides:
         todo = []
+        identity = file_identity(slide.path)
         for i, run in enumerate(runs):
             folds = out_of_fold(run, slide.slide_id)
-            key = heatmap_key(slide, run, folds, heatmap_geometry(run, options),
-                              {"mixed_precision": options.mixed_precision, "xla": options.xla})
+            key = heatmap_key(slide, identity, run, models[i], folds, heatmap_geometry(run, options), compute)
             if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options):
                 todo.append((i, folds, key))
             else:
