@@ -22,7 +22,7 @@ from helpkit.ensemble import (
     ensemble_report,
     fit_ensemble,
     load_ensemble,
-    read_oof,
+    read_inputs,
     validate_features,
     write_model_oof,
 )
@@ -255,11 +255,11 @@ def test_oof_files_round_trip_and_mismatch(tmp_path: Path) -> None:
     assert [p.name for p in paths] == [f"{m}.csv" for m in MODELS]
     frame = pd.read_csv(paths[0])
     assert list(frame.columns) == ["slide_id", "label", "fold", "score"] and len(frame) == 60
-    table = read_oof(paths)
+    table = read_inputs(paths)
     np.testing.assert_allclose(table["unet__max"], features["unet__max"][:60])
     pd.read_csv(paths[1]).iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(HelpkitError, match="slides differ"):
-        read_oof([paths[0], tmp_path / "short.csv"])
+        read_inputs([paths[0], tmp_path / "short.csv"])
 
 
 def test_cli_report_tune_fit_predict(tmp_path: Path) -> None:

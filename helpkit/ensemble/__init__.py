@@ -18,7 +18,6 @@ _EXPORTS = {
     "SlideEnsemble": "fitted:SlideEnsemble",
     "fit_ensemble": "fitted:fit_ensemble",
     "load_ensemble": "fitted:load_ensemble",
-    "read_oof": "oof:read_oof",
     "write_model_oof": "oof:write_model_oof",
     "read_inputs": "inputs:read_inputs",
     "candidate_oof": "candidates:candidate_oof",

@@ -1,8 +1,8 @@
 """Out-of-fold scores CSVs (header ``slide_id,label,fold,score``; ``fold`` optional): one per model.
 
 ``write_model_oof`` splits a features table into these files (score = ``<model>__max``,
-training slides only: test slides have no out-of-fold score); ``read_oof`` joins several
-back into a score matrix for weight tuning, checking that they cover the same slides.
+training slides only: test slides have no out-of-fold score);
+``helpkit.ensemble.inputs.read_inputs`` reads them back (one of the formats it takes).
 """
 
 from __future__ import annotations
@@ -32,14 +32,3 @@ def write_model_oof(features: pd.DataFrame, out_dir: str | Path) -> list[Path]:
             frame.to_csv(tmp, index=False)
         paths.append(path)
     return paths
-
-
-def read_oof(paths: list[Path], labels: pd.Series | None = None) -> pd.DataFrame:
-    """A features-shaped table (``slide_id, split, label, <stem>__max``) from OOF CSVs.
-
-    ``helpkit.ensemble.inputs.read_inputs`` under its old name: these files are one of the
-    formats it reads (the ``fold`` column optional), beside the platform and long formats.
-    """
-    from helpkit.ensemble.inputs import read_inputs
-
-    return read_inputs(list(paths), labels)
