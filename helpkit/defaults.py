@@ -1,6 +1,5 @@
-"""Defaults shared by several stages, in one place so they cannot drift apart."""
-
-from helpkit.slide.geometry import PATCH_MPP, PATCH_SIZE  # noqa: F401  (the patch geometry's own defaults)
+"""Defaults shared by several stages, in one place so they cannot drift apart (the patch
+geometry's own live with it, in ``helpkit.slide.geometry``)."""
 
 MASK_DOWNSAMPLE = 16
 """Annotation masks are PNGs at 1/16 of level 0, as the reference team read them."""

@@ -151,3 +151,19 @@ def file_identity(path: str | Path) -> str:
     except OSError:
         return "missing"
     return f"{stat.st_size}:{stat.st_mtime_ns}:{digest.hexdigest()}"
+
+
+def folder_bytes(folder: Path) -> int:
+    """What ``folder`` holds: apparent sizes of its files, symlinks not followed, hard links once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for parent, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(parent, name))
+            except OSError:  # removed while walking
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
+    return total

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpkit import defaults
+from helpkit.slide.geometry import PATCH_SIZE
 from helpkit.config import (
     SUBMISSIONS_DIR,
     EnsembleSpec,
@@ -52,7 +53,7 @@ def test_defaults_fill_what_is_left_out(tmp_path: Path) -> None:
     assert config.base_image == "helpkit/base:bookworm"
     assert config.fallback_probability == defaults.FALLBACK_PROBABILITY
     assert config.models[0].name == "simple"
-    assert config.models[0].patch_size == defaults.PATCH_SIZE
+    assert config.models[0].patch_size == PATCH_SIZE
 
 
 @pytest.mark.parametrize(

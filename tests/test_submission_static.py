@@ -295,7 +295,7 @@ def test_disk_caps_fail_naming_the_size_and_the_cap() -> None:
 
 
 def test_folder_bytes_counts_files_once_and_skips_links(tmp_path: Path) -> None:
-    from helpkit.submission.contract import folder_bytes
+    from helpkit.io import folder_bytes
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f").write_bytes(b"x" * 1000)

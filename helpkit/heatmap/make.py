@@ -28,7 +28,7 @@ from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
 from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
-from helpkit.io import file_identity, remove_stale_temps
+from helpkit.io import file_identity, folder_bytes, remove_stale_temps
 from helpkit.slidemap import Executor, active_progress, map_slides, process_cached
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
 from helpkit.slide.geometry import PatchGeometry
@@ -233,7 +233,7 @@ def make_heatmaps(
 def _bytes(path: Path) -> int:
     """A slide's size on disk (a folder's files together): its share of the work, roughly."""
     try:
-        return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size if path.is_file() else folder_bytes(path)
     except OSError:
         return 0
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import keras
 
-from helpkit.defaults import PATCH_SIZE
 from helpkit.errors import HelpkitError
 from helpkit.models.inception import build_inception
 from helpkit.models.simple import build_simple
 from helpkit.models.unet import build_unet
+from helpkit.slide.geometry import PATCH_SIZE
 
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "simple": build_simple,

@@ -35,7 +35,6 @@ score 0.5. Here they score 1.0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

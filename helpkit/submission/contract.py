@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from helpkit.config import Limits, format_bytes, size_bytes
+from helpkit.io import folder_bytes
 from helpkit.submission.paths import PLATFORM
 
 if TYPE_CHECKING:
@@ -229,22 +230,6 @@ CGROUP_PIDS_DIRS = (
 )
 """Where the engine's cgroup drivers put a container's pids controller (pids.events, pids.peak)."""
 DISK_POLL_S = 1.0
-
-
-def folder_bytes(folder: Path) -> int:
-    """What ``folder`` holds: apparent sizes of its files, symlinks not followed, hard links once."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for parent, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(parent, name))
-            except OSError:  # removed while walking
-                continue
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += info.st_size
-    return total
 
 
 def _read_pids(pids_dir: Path, result: StageResult) -> bool:
