@@ -172,10 +172,12 @@ def _train_records(train: Path) -> list[dict]:
     return records
 
 
-def _test_records(test: Path) -> list[dict]:
+def _test_records(test: Path, required: bool) -> list[dict]:
+    """Test slide records; an empty test folder is an error only when the test split was asked
+    for (a competition whose test/ is still empty trains fine)."""
     records = [{"slide_id": s.slide_id, "path": _pick(s), "split": "test", "label": -1, "mask_path": None}
                for s in slide_sources(test)]
-    if not records:
+    if not records and required:
         raise HelpkitError("empty split: no slide files in the test folder", test)
     return records
 
@@ -224,7 +226,7 @@ def discover(root: str | Path, split: str | None = None, layout: str | None = No
     if "train" in folders:
         records += _train_records(folders["train"])
     if "test" in folders:
-        records += _test_records(folders["test"])
+        records += _test_records(folders["test"], required=split == "test" or "train" not in folders)
     seen: dict[str, Path] = {}
     for record in records:
         first = seen.setdefault(record["slide_id"], record["path"])
@@ -317,28 +319,64 @@ def check_labels(slides: pd.DataFrame, strict: bool = False) -> pd.DataFrame:
     return slides[~slides["slide_id"].isin(excluded)].reset_index(drop=True)
 
 
+LABEL_COLUMNS = ["slide_id", "label"]
+"""The header of a HeLP ``labels.csv``; a third column ``size_class`` (CAMELYON's classes of the
+largest deposit: negative, itc, micro, macro) is optional, as helpkit's synthetic labels carry it."""
+
+
+def _labels_table(path: Path) -> pd.DataFrame:
+    """``labels.csv`` checked: the header, unique ids, labels 0/1 and, if present, size classes."""
+    try:
+        table = pd.read_csv(path, dtype={"slide_id": str, "size_class": str}, keep_default_na=False)
+    except FileNotFoundError as err:
+        raise HelpkitError("labels file not found", path) from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise HelpkitError(f"cannot parse labels ({err})", path) from err
+    if list(table.columns) not in (LABEL_COLUMNS, [*LABEL_COLUMNS, "size_class"]):
+        raise HelpkitError(f"expected header slide_id,label[,size_class], got {','.join(map(str, table.columns))}",
+                           path)
+    duplicated = table["slide_id"][table["slide_id"].duplicated()]
+    if len(duplicated):
+        raise HelpkitError(f"duplicate slide id {duplicated.iloc[0]!r}", path)
+    label = pd.to_numeric(table["label"], errors="coerce")
+    bad = ~label.isin([0, 1])
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise HelpkitError(f"row {row + 2}: label must be 0 or 1, got {table['label'].iloc[row]!r}", path)
+    table["label"] = label.astype("int8")
+    if "size_class" in table:
+        from helpkit.layouts import SIZE_CLASSES
+
+        bad = ~table["size_class"].isin(SIZE_CLASSES)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise HelpkitError(f"row {row + 2}: size_class must be one of {', '.join(SIZE_CLASSES)}, "
+                               f"got {table['size_class'].iloc[row]!r}", path)
+    return table.set_index("slide_id")
+
+
 def read_labels(path: str | Path) -> pd.Series:
-    """``labels.csv`` (header ``slide_id,label``; labels 0 or 1) as a Series indexed by slide_id;
-    a CAMELYON16 ``reference.csv`` or CAMELYON17 stage CSV is read as such (helpkit.layouts)."""
+    """``labels.csv`` (header ``slide_id,label[,size_class]``; labels 0 or 1) as a Series indexed
+    by slide_id; a CAMELYON16 ``reference.csv`` or CAMELYON17 stage CSV is read as such
+    (helpkit.layouts)."""
     path = Path(path)
     from helpkit.layouts import read_layout_labels
 
     layout_labels = read_layout_labels(path) if path.is_file() else None
     if layout_labels is not None:
         return layout_labels
-    try:
-        table = pd.read_csv(path, dtype={"slide_id": str})
-    except FileNotFoundError as err:
-        raise HelpkitError("labels file not found", path) from err
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise HelpkitError(f"cannot parse labels ({err})", path) from err
-    if list(table.columns) != ["slide_id", "label"]:
-        raise HelpkitError(f"expected header slide_id,label, got {','.join(map(str, table.columns))}", path)
-    duplicated = table["slide_id"][table["slide_id"].duplicated()]
-    if len(duplicated):
-        raise HelpkitError(f"duplicate slide id {duplicated.iloc[0]!r}", path)
-    bad = ~table["label"].isin([0, 1])
-    if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise HelpkitError(f"row {row + 2}: label must be 0 or 1, got {table['label'].iloc[row]!r}", path)
-    return table.set_index("slide_id")["label"].astype("int8")
+    return _labels_table(path)["label"]
+
+
+def read_size_classes(path: str | Path) -> pd.Series:
+    """The size class of each slide's largest deposit (negative, itc, micro, macro) from
+    ``labels.csv``'s ``size_class`` column or a CAMELYON16 ``reference.csv``; an empty Series when
+    the file carries none."""
+    path = Path(path)
+    from helpkit.layouts import read_layout_labels, read_reference, read_stage_csv
+
+    if path.is_file() and read_layout_labels(path) is not None:
+        rows = path.read_text(encoding="utf-8-sig").lower()
+        return read_stage_csv(path).slides if rows.startswith("patient,stage") else read_reference(path)["size_class"]
+    table = _labels_table(path)
+    return table["size_class"] if "size_class" in table else pd.Series(dtype=str, name="size_class")

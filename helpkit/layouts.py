@@ -241,9 +241,10 @@ def _c16_train(training: Path) -> list[dict]:
     return records
 
 
-def _test_records(folder: Path, slides: Iterable[tuple[str, Path]]) -> list[dict]:
+def _test_records(folder: Path, slides: Iterable[tuple[str, Path]], required: bool) -> list[dict]:
+    """Test slide records; an empty test folder is an error only when the test split was asked for."""
     records = [_record(slide_id, path, "test", -1, None) for slide_id, path in slides]
-    if not records:
+    if not records and required:
         raise HelpkitError("empty split: no slide files in the test folder", folder)
     return records
 
@@ -298,13 +299,13 @@ def layout_records(root: str | Path, split: str | None = None, layout: str | Non
     if folders.get("train") is not None:
         records += _c16_train(folders["train"]) if parts.layout == "camelyon16" else _c17_train(folders["train"])
     if folders.get("test") is not None:
-        test = folders["test"]
+        test, required = folders["test"], split == "test" or folders.get("train") is None
         if parts.layout == "camelyon16":
             if parts.labels is not None:
                 _check_reference(parts.labels, test)
-            records += _test_records(test, _slides(test))
+            records += _test_records(test, _slides(test), required)
         else:
-            records += _test_records(test, _c17_slides(test) if _centres(test) else _slides(test))
+            records += _test_records(test, _c17_slides(test) if _centres(test) else _slides(test), required)
     return records
 
 

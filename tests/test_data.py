@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpkit.data import check_labels, discover, read_labels, slide_ids
+from helpkit.data import check_labels, discover, read_labels, read_size_classes, slide_ids
 from helpkit.errors import HelpkitError
 
 
@@ -102,6 +102,17 @@ def test_empty_split(tmp_path: Path, folder: str) -> None:
     assert info.value.path == tmp_path / folder
 
 
+def test_empty_test_folder_beside_train_is_no_test_slides(layout: Path) -> None:
+    """A competition whose test/ is still empty trains (the platform mounts it empty in phase 1)."""
+    shutil.rmtree(layout / "test")
+    (layout / "test").mkdir()
+    slides = discover(layout)
+    assert set(slides["split"]) == {"train"} and len(slides) == 4
+    assert len(discover(layout, "train")) == 4
+    with pytest.raises(HelpkitError, match="empty split: no slide files in the test folder"):
+        discover(layout, "test")
+
+
 def test_unknown_layout(tmp_path: Path) -> None:
     touch(tmp_path / "slides/Slide001.tiff")
     with pytest.raises(HelpkitError, match="unknown layout") as info:
@@ -116,10 +127,21 @@ def test_read_labels(layout: Path) -> None:
     assert labels.to_dict() == {"Slide010": 1, "Slide011": 0}
 
 
+def test_labels_with_size_classes(tmp_path: Path) -> None:
+    path = touch(tmp_path / "labels.csv", "slide_id,label,size_class\nA,1,micro\nB,0,negative\nC,1,itc\n")
+    assert read_labels(path).to_dict() == {"A": 1, "B": 0, "C": 1}
+    assert read_size_classes(path).to_dict() == {"A": "micro", "B": "negative", "C": "itc"}
+    assert read_size_classes(touch(tmp_path / "plain.csv", "slide_id,label\nA,1\n")).empty
+    reference = touch(tmp_path / "reference.csv", "test_001,Tumor,Macro\ntest_002,Normal\n")
+    assert read_size_classes(reference).to_dict() == {"test_001": "macro", "test_002": "negative"}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("id,label\nSlide1,1\n", "expected header slide_id,label"),
+        ("slide_id,label,size_class\nSlide1,1,huge\n", "row 2: size_class must be one of negative"),
+        ("slide_id,label\nSlide1,\n", "row 2: label must be 0 or 1"),
         ("slide_id,label\nSlide1,1\nSlide2,2\n", "row 3: label must be 0 or 1"),
         ("slide_id,label\nSlide1,1\nSlide1,0\n", "duplicate slide id 'Slide1'"),
     ],
