@@ -39,11 +39,11 @@ def pyramid_shapes(width: int, height: int) -> list[tuple[int, int]]:
     return shapes
 
 
-def encode(tile: np.ndarray) -> bytes:
+def encode(tile: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """JPEG bytes of one RGB tile, stored as YCbCr 4:2:0 like tifffile's own encoder."""
     return imagecodecs.jpeg8_encode(
         np.ascontiguousarray(tile),
-        level=JPEG_QUALITY,
+        level=quality,
         colorspace="RGB",
         outcolorspace="YCBCR",
         subsampling=_SUBSAMPLING,
@@ -63,16 +63,17 @@ def write_pyramid(
     constant: ConstantTile,
     constants: dict[Hashable, np.ndarray],
     workers: int = 2,
+    jpeg_quality: int = JPEG_QUALITY,
 ) -> None:
     """Write the pyramid atomically; tiles come from ``render`` unless ``constant`` names one.
 
     ``workers`` threads render and encode tiles (numpy and libjpeg release the GIL);
-    the output bytes do not depend on it.
+    the output bytes do not depend on it. Tiles are JPEG at ``jpeg_quality`` (1-100).
     """
-    encoded = {key: encode(tile) for key, tile in constants.items()}
+    encoded = {key: encode(tile, jpeg_quality) for key, tile in constants.items()}
 
     def job(ds: float, x0: int, y0: int) -> bytes:
-        return encode(render(ds, x0, y0))
+        return encode(render(ds, x0, y0), jpeg_quality)
 
     def tiles(pool: ThreadPoolExecutor, w: int, h: int, ds: float) -> Iterator[bytes]:
         # a bounded window of tiles in flight keeps memory flat and output in order
@@ -102,7 +103,7 @@ def write_pyramid(
                 tile=(TILE, TILE),
                 photometric="rgb",
                 compression="jpeg",
-                compressionargs={"level": JPEG_QUALITY},
+                compressionargs={"level": jpeg_quality},
                 subsampling=_SUBSAMPLING,
                 resolution=(pixels_per_cm, pixels_per_cm),
                 resolutionunit="CENTIMETER",
