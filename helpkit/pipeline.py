@@ -35,6 +35,7 @@ import pandas as pd
 
 from helpkit.config import ModelSpec, SubmissionConfig
 from helpkit.errors import HelpkitError
+from helpkit.train.augment_spec import AUGMENTATIONS
 from helpkit.io import write_json
 
 PIPELINE_FILE = "pipeline.json"
@@ -140,7 +141,7 @@ def train(
         index = _patch_index(slides, spec, config.seed, model_dir)
         log(f"training {spec.name} ({spec.architecture}, {spec.folds} folds)")
         train_config = TrainConfig(model=spec.architecture, width=spec.width, folds=spec.folds, epochs=spec.epochs,
-                                   batch_size=spec.batch, seed=config.seed,
+                                   batch_size=spec.batch, seed=config.seed, augmentation=AUGMENTATIONS[spec.augment],
                                    mixed_precision=spec.mixed_precision, xla=spec.xla)
         budget = spec.time_budget_min * 60 if spec.time_budget_min is not None else None
         train_run(index, run_dir, train_config, name=spec.name, time_budget_s=budget)

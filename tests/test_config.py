@@ -54,6 +54,16 @@ def test_defaults_fill_what_is_left_out(tmp_path: Path) -> None:
     assert config.fallback_probability == defaults.FALLBACK_PROBABILITY
     assert config.models[0].name == "simple"
     assert config.models[0].patch_size == PATCH_SIZE
+    assert config.models[0].augment == "light"
+
+
+def test_augment_names_the_training_augmentation(tmp_path: Path) -> None:
+    from helpkit.train.augment_spec import AUGMENTATIONS
+
+    config = load_submission(write(tmp_path, MINIMAL.replace('"simple"', '"simple"\naugment = "flips"')))
+    flips = AUGMENTATIONS[config.models[0].augment]
+    assert flips.symmetries and not (flips.hed or flips.brightness or flips.contrast)
+    assert AUGMENTATIONS["light"].hed > 0
 
 
 @pytest.mark.parametrize(
@@ -70,6 +80,7 @@ def test_defaults_fill_what_is_left_out(tmp_path: Path) -> None:
         (MINIMAL.replace('"simple"', '"simple"\nweights = "../run"'), "models[0].weights"),
         ('name = "Bad Name"\n', "name"),
         (MINIMAL + "typo_key = 1\n", "typo_key"),
+        (MINIMAL.replace('"simple"', '"simple"\naugment = "heavy"'), "models[0].augment"),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, key: str) -> None:

@@ -39,9 +39,12 @@ def test_grid_inside_bounds_with_stride() -> None:
 
 def test_grid_follows_the_slides_own_microns_per_pixel() -> None:
     """The same physical patch is 128 level-0 pixels at 0.25 um/px, 64 at 0.5 um/px, whatever the pyramid."""
-    assert grid_for(fake_reader(downsamples=(1.0,)), PatchGeometry()).patch_size0 == 128
-    coarse = grid_for(fake_reader(mpp=0.5, downsamples=(1.0, 4.0, 16.0)), PatchGeometry())
+    geometry = PatchGeometry(mpp=0.5, patch_size=64)
+    assert grid_for(fake_reader(downsamples=(1.0,)), geometry).patch_size0 == 128
+    coarse = grid_for(fake_reader(mpp=0.5, downsamples=(1.0, 4.0, 16.0)), geometry)
     assert (coarse.patch_size0, coarse.stride0, coarse.mpp) == (64, 64, 0.5)
+    default = grid_for(fake_reader(dimensions=(4096, 4096), mpp=0.5, downsamples=(1.0, 2.0, 4.0)), PatchGeometry())
+    assert default.patch_size0 == 256  # 64 px at 2 um/px: 128 um, 256 pixels of a 0.5 um/px scan
 
 
 def test_geometry_rejects_bad_sizes() -> None:

@@ -218,7 +218,7 @@ def test_train_run_writes_run_folder(tmp_path: Path, tiny_index: pd.DataFrame) -
     assert run.name == "tiny" and run.geometry == PatchGeometry() and run.patch_size == 64 and len(run.folds) == 1
     for fold in run.folds:
         meta = json.loads((fold.model_path.parent / "model.json").read_text())
-        assert meta["geometry"] == {"mpp": 0.5, "patch_size": 64, "stride": 64, "tissue_mpp": 8.0}
+        assert meta["geometry"] == {"mpp": 2.0, "patch_size": 64, "stride": 64, "tissue_mpp": 8.0}
         assert meta["train_slides"] == fold.train_slides and meta["val_slides"] == fold.val_slides
         assert not set(fold.train_slides) & set(fold.val_slides)
         assert meta["architecture"] == "simple" and meta["fold"] == fold.index

@@ -10,6 +10,7 @@ import typer
 from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
+from helpkit.train.augment_spec import AUGMENTATIONS, DEFAULT_AUGMENT
 
 
 EXIT_RESERVE_S = 10.0
@@ -61,6 +62,9 @@ def train(
         help="Read every patch once into a memory-mapped cache (RUN_DIR/cache) and train from it; "
         "--no-cache reads slides with threaded readers every epoch.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of folds, weights, shuffling and augmentation.")] = 0,
+    augment: Annotated[str, typer.Option(
+        help="Training augmentation: none; flips (the 8 square symmetries only, no colour); light (symmetries, "
+        "brightness, contrast, HED-light stain jitter).")] = DEFAULT_AUGMENT,
     name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,
@@ -97,8 +101,10 @@ def train(
     else:
         build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
         patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout)
+    if augment not in AUGMENTATIONS:
+        raise HelpkitError(f"unknown augmentation {augment!r}: choose {', '.join(AUGMENTATIONS)}")
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
-                         learning_rate=learning_rate, seed=seed, cache=cache,
+                         learning_rate=learning_rate, seed=seed, cache=cache, augmentation=AUGMENTATIONS[augment],
                          mixed_precision=mixed_precision, xla=xla)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S
     run = train_run(patches, out, config, name=name, time_budget_s=budget_s)

@@ -17,14 +17,16 @@ from typing import Any
 
 from helpkit.errors import HelpkitError
 
-PATCH_MPP = 0.5
-"""Microns per pixel of patches: level 1 of the synthetic slides, whose level 0 is 0.25 um/px."""
+PATCH_MPP = 2.0
+"""Microns per pixel of patches: 64 px cover 128 um, some 30-60 tumour cells or a few hundred
+lymphocytes, enough to see nuclear size, crowding and architecture; level 2 of a 0.5 um/px (20x)
+scan, level 3 of a 0.25 um/px (40x) one. Small enough to train on CPU cores."""
 
 PATCH_SIZE = 64
 """Patch side in pixels at ``PATCH_MPP``."""
 
 TISSUE_MPP = 8.0
-"""Microns per pixel of tissue masks (downsample 32 of a 0.25 um/px level 0)."""
+"""Microns per pixel of tissue masks (downsample 16 of a 0.5 um/px level 0, 32 of a 0.25 um/px one)."""
 
 FALLBACK_MPP = 0.25
 """Level-0 microns per pixel assumed for a slide that does not say (a 40x scan); logged once per slide."""
@@ -74,7 +76,7 @@ class PatchGeometry:
         return cls.from_dict(json.loads(text))
 
     def key(self) -> str:
-        """A short name for file names: ``M0.5_P64_S64_T8``."""
+        """A short name for file names: ``M2_P64_S64_T8``."""
         return f"M{self.mpp:g}_P{self.patch_size}_S{self.stride}_T{self.tissue_mpp:g}"
 
 

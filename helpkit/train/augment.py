@@ -10,27 +10,14 @@ test checks it against skimage. Stateless random ops: the same seed gives the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
 from skimage.color import hed_from_rgb, rgb_from_hed
 
+from helpkit.train.augment_spec import AugmentConfig
+
 LOG_ADJUST = float(np.log(1e-6))
 """skimage's scaling of optical density (and its floor on intensities before the log)."""
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Strength of each augmentation; 0 / False switches one off."""
-
-    symmetries: bool = True
-    brightness: float = 0.08
-    """Uniform shift of intensities (0..1 scale) in [-b, b]."""
-    contrast: float = 0.15
-    """Contrast factor in [1 - c, 1 + c] around each patch's mean."""
-    hed: float = 0.04
-    """Each stain's density scaled by [1 - h, 1 + h] and shifted by [-h, h] ("HED-light")."""
 
 
 def hed_jitter(rgb: tf.Tensor, alpha: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
