@@ -1,4 +1,5 @@
-"""Tissue masks: black margins and white background out, tissue in, specks and pinholes cleaned."""
+"""Tissue masks: black margins, white background and pen ink out, tissue in, specks and pinholes
+cleaned; the glass white estimate and the fallbacks taken when a criterion's mask is implausible."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import pytest
 from test_reader import write_pyramid  # tests/ is on sys.path (pytest's default import mode)
 
 from helpkit.slide.reader import SlideReader
-from helpkit.slide.tissue import saturation, tissue_from_rgb, tissue_level, tissue_mask
+from helpkit.slide.tissue import (
+    background_white,
+    find_tissue,
+    saturation,
+    tissue_from_rgb,
+    tissue_level,
+    tissue_mask,
+)
 
 PINK, PURPLE, WHITE = (232, 160, 205), (140, 70, 160), (245, 244, 246)
 
@@ -56,7 +64,90 @@ def test_all_tissue_thumbnail_stays_tissue() -> None:
     rgb = np.empty((60, 60, 3), np.uint8)
     rgb[:] = PINK
     rgb[::3] = PURPLE  # two tissue colours: Otsu must not split them into tissue and not
-    assert tissue_from_rgb(rgb).all()
+    mask, method = find_tissue(rgb)
+    assert mask.all() and method == "od-floor"  # all tissue is implausible: flagged, kept
+
+
+def test_blank_thumbnail_is_flagged_as_a_fallback() -> None:
+    mask, method = find_tissue(np.full((50, 50, 3), 250, np.uint8))
+    assert not mask.any() and method == "od-floor"
+
+
+def _slide(white: tuple[int, int, int], tissue: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """120x120: a black margin on top, noisy glass, a tissue square with a pale rim."""
+    rng = np.random.default_rng(seed)
+    rgb = np.empty((120, 120, 3), np.float64)
+    rgb[:] = white
+    rgb[30:90, 30:90] = (np.array(white) + tissue) / 2  # pale rim
+    rgb[35:85, 35:85] = tissue
+    rgb = rgb + rng.normal(0, 1.5, rgb.shape)
+    rgb[:10] = 5
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("white", "tissue"),
+    [
+        ((242, 242, 242), (200, 150, 185)),  # ordinary H&E
+        ((205, 205, 205), (188, 172, 182)),  # dim glass, faded stain
+        ((252, 252, 252), (235, 228, 233)),  # bright glass, very faint stain
+        ((242, 234, 208), (196, 150, 162)),  # yellow white balance: glass is coloured
+        ((245, 245, 245), (205, 205, 210)),  # almost grey tissue (saturation alone misses it)
+    ],
+)
+def test_optical_density_finds_faint_dim_and_grey_tissue(white: tuple, tissue: tuple) -> None:
+    mask, method = find_tissue(_slide(white, tissue), min_object_pixels=16, max_hole_pixels=16)
+    assert method == "od"
+    assert mask[30:90, 30:90].all(), "tissue and its pale rim"
+    assert mask.sum() == 60 * 60, "nothing else: no glass, no margin"
+
+
+def test_background_white_is_the_glass_per_channel() -> None:
+    np.testing.assert_allclose(background_white(_slide((242, 234, 208), (196, 150, 162))), (242, 234, 208), atol=4)
+    np.testing.assert_allclose(background_white(_slide((205, 205, 205), PINK)), 205, atol=4)
+    mostly_tissue = _slide((240, 240, 240), PINK)
+    mostly_tissue[10:118, 2:118] = PINK  # glass left on 1-2% of the scanned area
+    np.testing.assert_allclose(background_white(mostly_tissue), 240, atol=4)
+
+
+def test_background_white_is_none_without_glass() -> None:
+    all_tissue = np.empty((40, 40, 3), np.uint8)
+    all_tissue[:] = PINK
+    assert background_white(all_tissue) is None, "too coloured for glass"
+    assert background_white(np.full((40, 40, 3), 90, np.uint8)) is None, "too dark for glass"
+    assert background_white(np.zeros((40, 40, 3), np.uint8)) is None, "all margin"
+
+
+def test_uneven_illumination_falls_back_to_saturation() -> None:
+    """A bright strip and dim grey glass elsewhere: against the strip's white the dim glass is
+    dense, so the OD mask covers almost everything; saturation still tells pink from grey."""
+    rgb = np.full((100, 100, 3), 200, np.uint8)
+    rgb[:, :2] = 250
+    rgb[30:70, 30:70] = PINK
+    mask, method = find_tissue(rgb, min_object_pixels=0, max_hole_pixels=0)
+    assert method == "saturation"
+    assert mask[30:70, 30:70].all() and mask.sum() == 40 * 40
+
+
+def test_tiny_tissue_is_kept_by_the_od_floor() -> None:
+    """Tissue on 0.04% of the glass is implausibly little for both criteria; the fixed OD floor
+    still keeps it, and the flag says a fallback made the mask."""
+    rgb = np.full((200, 200, 3), 242, np.uint8)
+    rgb[100:104, 100:104] = (190, 150, 180)
+    mask, method = find_tissue(rgb, min_object_pixels=0, max_hole_pixels=0)
+    assert method == "od-floor" and mask.sum() == 16 and mask[100:104, 100:104].all()
+
+
+def test_pen_ink_is_not_tissue() -> None:
+    """Green and blue marker on the glass and across the tissue; H&E hues stay tissue."""
+    rgb = _slide((242, 242, 242), (200, 150, 185))
+    rgb[20:24, 10:110] = (70, 150, 90)  # green ink on glass
+    rgb[96:100, 10:110] = (50, 80, 170)  # blue ink on glass
+    rgb[58:62, 20:100] = (60, 95, 75)  # green ink over tissue: a thin line, not tissue either
+    mask, method = find_tissue(rgb, min_object_pixels=16, max_hole_pixels=0)
+    assert method == "od"
+    assert not mask[20:24].any() and not mask[96:100].any() and not mask[58:62].any()
+    assert mask[35:58, 35:85].all() and mask[62:85, 35:85].all()
 
 
 def test_saturation() -> None:
@@ -80,3 +171,4 @@ def test_single_level_slide_gets_a_mask_at_the_asked_resolution(tmp_path: Path) 
         mask = tissue_mask(reader, 8.0)  # 16 level-0 pixels of 0.5 um per mask pixel
     assert mask.downsample == 16 and mask.mask.shape == (64, 64)
     assert mask.mask[20:44, 20:44].all() and not mask.mask[:12].any()
+    assert mask.method == "od" and not mask.fallback

@@ -1,7 +1,14 @@
 """Tissue masks from a low-resolution level: where on the slide there is anything to look at.
 
-Vectorised throughout (numpy + scipy.ndimage): saturation, a black-margin cut, an Otsu
-threshold, then small specks removed and small holes filled.
+Tissue absorbs light; glass does not. The mask thresholds optical density (OD) against the
+slide's own glass white, estimated from the thumbnail, so it holds across stain strength,
+hue, fading, brightness and white balance. The threshold adapts to each slide (the glass
+noise or the triangle threshold, capped by Otsu's, on the OD histogram). A mask covering
+almost nothing or almost everything is implausible: then the saturation criterion (Otsu on
+HSV saturation, the former method) and last a fixed OD floor are tried, and
+``TissueMask.method`` says which one made the mask. Black non-scanned margins and strongly
+coloured pen ink (green, blue) are never tissue; small specks are removed and small holes
+filled. Vectorised throughout (numpy + scipy.ndimage).
 """
 
 from __future__ import annotations
@@ -15,6 +22,33 @@ from skimage.filters import threshold_otsu
 from helpkit.slide.geometry import MPP_TOLERANCE, TISSUE_MPP
 from helpkit.slide.reader import SlideReader
 
+OD_MIN_THRESHOLD = 0.02
+"""Lowest adaptive OD threshold (mean over channels): scanner noise and JPEG on glass stay below."""
+
+OD_MAX_THRESHOLD = 0.15
+"""Highest adaptive OD threshold: pale tissue (fat, loose stroma, faded stain) stays above."""
+
+OD_FLOOR = 0.04
+"""The last fallback's fixed OD threshold."""
+
+MIN_FRACTION, MAX_FRACTION = 0.002, 0.97
+"""A mask covering less or more of the scanned area than this is implausible."""
+
+WHITE_QUANTILE = 0.99
+"""The glass white is the median colour of scanned pixels at least this bright (by quantile)."""
+
+MIN_WHITE, MAX_WHITE_SATURATION = 120.0, 0.3
+"""A white estimate darker (in any channel) or more coloured than this is tissue, not glass."""
+
+INK_OD = 0.2
+"""Pixels whose strongest channel OD is below this are never called ink (too faint to tell)."""
+
+INK_CHROMA = 24
+"""Pixels whose brightest and darkest channels differ by less than this are never called ink."""
+
+_SAMPLE_PIXELS = 1 << 20
+"""Whites and thresholds are estimated on a strided sample of at most about this many pixels."""
+
 
 @dataclass(frozen=True)
 class TissueMask:
@@ -22,6 +56,14 @@ class TissueMask:
 
     mask: np.ndarray
     downsample: float
+    method: str = "od"
+    """Criterion that made the mask: 'od' (adaptive optical density), or a fallback taken because
+    it covered almost nothing or almost everything: 'saturation', then 'od-floor'."""
+
+    @property
+    def fallback(self) -> bool:
+        """True when the adaptive OD mask was implausible and a fallback made this one."""
+        return self.method != "od"
 
 
 def _extremes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +83,111 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return _saturation(*_extremes(rgb))
 
 
+def _sample(rgb: np.ndarray) -> np.ndarray:
+    """A strided view of at most about ``_SAMPLE_PIXELS`` pixels."""
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / _SAMPLE_PIXELS)))
+    return rgb[::step, ::step]
+
+
+def background_white(rgb: np.ndarray, black_value: int = 50) -> np.ndarray | None:
+    """The glass white of an RGB thumbnail, float32 (3,) per channel, or None when no glass shows.
+
+    The median colour of the brightest ``1 - WHITE_QUANTILE`` of scanned pixels (brightest
+    channel >= ``black_value``); None when that colour is too dark or too coloured to be glass
+    (a thumbnail all tissue, or all margin).
+    """
+    rgb = _sample(rgb)
+    scanned = _extremes(rgb)[0] >= black_value
+    if not scanned.any():
+        return None
+    pixels = rgb[scanned]
+    brightness = pixels.sum(axis=1, dtype=np.int32)
+    counts = np.cumsum(np.bincount(brightness, minlength=766))
+    cut = int(np.searchsorted(counts, WHITE_QUANTILE * counts[-1]))
+    white = np.median(pixels[brightness >= cut], axis=0).astype(np.float32)
+    if white.min() < MIN_WHITE or (white.max() - white.min()) / white.max() > MAX_WHITE_SATURATION:
+        return None
+    return white
+
+
+def _channel_od(pixels: np.ndarray, white: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel optical density log(white / I) of (..., 3) uint8 pixels, float32 each
+    (negative where brighter than the white)."""
+    levels = np.log(np.maximum(np.arange(256, dtype=np.float32), 0.5))
+    od_r, od_g, od_b = (np.log(np.float32(w)) - levels[pixels[..., c]] for c, w in enumerate(white))
+    return od_r, od_g, od_b
+
+
+def _mean_od(pixels: np.ndarray, white: np.ndarray) -> np.ndarray:
+    od_r, od_g, od_b = _channel_od(pixels, white)
+    return (od_r + od_g + od_b) / 3
+
+
+def _darker_than(rgb: np.ndarray, white: np.ndarray, od: float) -> np.ndarray:
+    """Where the mean OD exceeds ``od``: the channel product below the white's times exp(-3 od),
+    in float32, exact for products of three uint8 values (no logarithm per pixel)."""
+    product = rgb[..., 0].astype(np.float32) * rgb[..., 1] * rgb[..., 2]
+    return product < np.float32(np.prod(white.astype(np.float64)) * np.exp(-3 * od))
+
+
+def _ink(rgb: np.ndarray, hi: np.ndarray, lo: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """Green and blue pen ink. H&E absorbs green most (its OD is highest in green); green ink
+    absorbs green least, blue ink absorbs red more than green. Only strongly coloured pixels
+    (brightest minus darkest channel >= INK_CHROMA) are examined."""
+    ink = np.zeros(hi.shape, dtype=bool)
+    idx = np.flatnonzero(hi - lo >= INK_CHROMA)
+    od_r, od_g, od_b = _channel_od(rgb.reshape(-1, 3)[idx], white)
+    strongest = np.maximum(np.maximum(od_r, od_g), od_b)
+    green, blue = od_g < 0.8 * np.maximum(od_r, od_b), od_r > 1.2 * od_g
+    ink.flat[idx[(strongest > INK_OD) & (green | blue)]] = True
+    return ink
+
+
+def _triangle(counts: np.ndarray, centres: np.ndarray) -> float:
+    """Triangle threshold (Zack et al. 1977) on the high side of the histogram's peak: the bin
+    farthest below the line from the peak to the histogram's last bin."""
+    peak, end = int(np.argmax(counts)), len(counts) - 1
+    if end == peak:
+        return float(centres[peak])
+    x = np.arange(peak, end + 1)
+    line = counts[peak] + (counts[end] - counts[peak]) * (x - peak) / (end - peak)
+    return float(centres[peak + int(np.argmax(line - counts[peak:]))])
+
+
+def _od_threshold(values: np.ndarray) -> float:
+    """Adaptive threshold on the OD of scanned pixels, from one histogram.
+
+    Otsu's threshold splits glass from tissue but sits too high when tissue spreads over a wide
+    OD range (faded, grey, thin sections); the glass class below it gives the glass noise: its
+    median plus twice the median's distance to its 1st percentile (tissue only adds OD, so the
+    low side is glass alone). The threshold is that noise bound or the triangle threshold,
+    whichever is higher, but never above Otsu's, clamped to [OD_MIN_THRESHOLD, OD_MAX_THRESHOLD].
+    """
+    if not values.size:
+        return OD_MAX_THRESHOLD
+    low = min(float(values.min()), 0.0)
+    counts, edges = np.histogram(np.clip(values, low, 1.0), bins=1024, range=(low, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    if np.count_nonzero(counts) < 2:
+        return OD_MAX_THRESHOLD
+    otsu = float(threshold_otsu(hist=(counts, centres)))
+    below = np.cumsum(counts * (centres < otsu))
+    median, first = (centres[np.searchsorted(below, q * below[-1])] for q in (0.5, 0.01))
+    noise = median + 2 * (median - first)
+    t = min(otsu, max(noise, _triangle(counts, centres)))
+    return float(np.clip(t, OD_MIN_THRESHOLD, OD_MAX_THRESHOLD))
+
+
+def _plausible(mask: np.ndarray, scanned_count: int) -> bool:
+    return MIN_FRACTION * scanned_count <= mask.sum() <= MAX_FRACTION * scanned_count
+
+
+def _saturation_mask(sat: np.ndarray, scanned: np.ndarray, low: float, high: float) -> np.ndarray:
+    values = sat[scanned]
+    threshold = threshold_otsu(values) if np.ptp(values) > 0 else high
+    return scanned & (sat > float(np.clip(threshold, low, high)))
+
+
 def _drop_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     """Remove connected components of at most ``max_size`` pixels.
 
@@ -56,6 +203,43 @@ def _drop_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     return keep[labels]
 
 
+def find_tissue(
+    rgb: np.ndarray,
+    *,
+    black_value: int = 50,
+    min_saturation: float = 0.04,
+    max_saturation: float = 0.2,
+    min_object_pixels: int = 64,
+    max_hole_pixels: int = 64,
+) -> tuple[np.ndarray, str]:
+    """Boolean tissue mask of an RGB thumbnail and the criterion that made it (see the module).
+
+    Pixels whose brightest channel is below ``black_value`` (non-scanned margins, as in
+    MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation fallback clamps Otsu's threshold to
+    [``min_saturation``, ``max_saturation``]. Components of at most ``min_object_pixels``
+    are removed and holes of at most ``max_hole_pixels`` filled.
+    """
+    hi, lo = _extremes(rgb)
+    scanned = hi >= black_value
+    n_scanned = int(scanned.sum())
+    if not n_scanned:
+        return np.zeros(scanned.shape, dtype=bool), "od"
+    white = background_white(rgb, black_value)
+    white = np.full(3, 255.0, np.float32) if white is None else white
+    usable = scanned & ~_ink(rgb, hi, lo, white)
+    sample = _sample(rgb)[_sample(usable)]
+    method = "od"
+    mask = usable & _darker_than(rgb, white, _od_threshold(_mean_od(sample, white)))
+    if not _plausible(mask, n_scanned):
+        method = "saturation"
+        mask = _saturation_mask(_saturation(hi, lo), usable, min_saturation, max_saturation)
+    if not _plausible(mask, n_scanned):
+        method = "od-floor"
+        mask = usable & _darker_than(rgb, white, OD_FLOOR)
+    mask = _drop_small(mask, min_object_pixels)
+    return ~_drop_small(~mask, max_hole_pixels) & scanned, method
+
+
 def tissue_from_rgb(
     rgb: np.ndarray,
     *,
@@ -65,26 +249,15 @@ def tissue_from_rgb(
     min_object_pixels: int = 64,
     max_hole_pixels: int = 64,
 ) -> np.ndarray:
-    """Boolean tissue mask of an RGB thumbnail.
-
-    Pixels whose brightest channel is below ``black_value`` (non-scanned margins, as in
-    MRXS) are never tissue. The rest is thresholded on saturation with Otsu's method, the
-    threshold clamped to [min_saturation, max_saturation] so an all-background or
-    all-tissue thumbnail still splits sensibly; white background has almost no saturation.
-    Then components of at most ``min_object_pixels`` are removed and holes of at most
-    ``max_hole_pixels`` filled.
-    """
-    hi, lo = _extremes(rgb)
-    sat = _saturation(hi, lo)
-    scanned = hi >= black_value
-    if not scanned.any():
-        return np.zeros(sat.shape, dtype=bool)
-    values = sat[scanned]
-    threshold = threshold_otsu(values) if np.ptp(values) > 0 else max_saturation
-    threshold = float(np.clip(threshold, min_saturation, max_saturation))
-    mask = scanned & (sat > threshold)
-    mask = _drop_small(mask, min_object_pixels)
-    return ~_drop_small(~mask, max_hole_pixels) & scanned
+    """Boolean tissue mask of an RGB thumbnail: :func:`find_tissue` without the criterion."""
+    return find_tissue(
+        rgb,
+        black_value=black_value,
+        min_saturation=min_saturation,
+        max_saturation=max_saturation,
+        min_object_pixels=min_object_pixels,
+        max_hole_pixels=max_hole_pixels,
+    )[0]
 
 
 def tissue_level(reader: SlideReader, mpp: float = TISSUE_MPP) -> int:
@@ -107,7 +280,7 @@ def tissue_mask(
     memory. A level within 8x of ``mpp`` is used as it is (a small pyramid's coarsest).
 
     Object and hole sizes are level-0 areas, so the result does not depend on which
-    level the slide happens to have; ``thresholds`` go to :func:`tissue_from_rgb`.
+    level the slide happens to have; ``thresholds`` go to :func:`find_tissue`.
     """
     level = tissue_level(reader, mpp)
     ds = reader.level_downsamples[level]
@@ -118,10 +291,10 @@ def tissue_mask(
 
         rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
         ds *= factor
-    mask = tissue_from_rgb(
+    mask, method = find_tissue(
         rgb,
         min_object_pixels=int(min_object_area0 / ds**2),
         max_hole_pixels=int(max_hole_area0 / ds**2),
         **thresholds,  # type: ignore[arg-type]
     )
-    return TissueMask(mask=mask, downsample=ds)
+    return TissueMask(mask=mask, downsample=ds, method=method)
