@@ -215,9 +215,9 @@ def find_tissue(
     """Boolean tissue mask of an RGB thumbnail and the criterion that made it (see the module).
 
     Pixels whose brightest channel is below ``black_value`` (non-scanned margins, as in
-    MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation fallback clamps Otsu's threshold to
-    [``min_saturation``, ``max_saturation``]. Components of at most ``min_object_pixels``
-    are removed and holes of at most ``max_hole_pixels`` filled.
+    MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation
+    fallback clamps Otsu's threshold to [``min_saturation``, ``max_saturation``]. Components
+    of at most ``min_object_pixels`` are removed and holes of at most ``max_hole_pixels`` filled.
     """
     hi, lo = _extremes(rgb)
     scanned = hi >= black_value
