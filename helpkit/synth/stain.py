@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
 
 from helpkit.errors import HelpkitError
 
@@ -85,6 +84,8 @@ class Look:
                         for i in range(3)], axis=-1)
         sigma = self.blur0 / downsample
         if sigma > 0.25:
+            from scipy import ndimage  # here: the CLI lists the presets without loading scipy
+
             rgb = ndimage.gaussian_filter(rgb, sigma=(sigma, sigma, 0), mode="nearest")
         return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
