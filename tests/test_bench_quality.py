@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +44,67 @@ def test_sensitivity_by_class_checks_inputs() -> None:
         sensitivity_by_class(["itc", "micro"], np.array([0.5]), 0.5)
     with pytest.raises(HelpkitError, match="NaN"):
         sensitivity_by_class(["itc"], np.array([np.nan]), 0.5)
+
+
+@functools.cache
+def _bench():
+    """bench/bench_quality.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_table(table: pd.DataFrame, candidates: list[str]) -> None:
+    bench = _bench()
+    assert table["candidate"].tolist() == candidates
+    phases = list(bench.PHASES)
+    expected = ["candidate", *(f"{p}_{k}" for p in phases for k in ("auc", "ci_low", "ci_high")), "drop",
+                *(f"{p}_p_vs_seed" for p in phases), "threshold",
+                *(f"{p}_{k}" for p in phases for k in ("sens_macro", "sens_micro", "sens_itc", "specificity"))]
+    assert list(table.columns) == expected
+    for phase in phases:
+        auc, low, high = (table[f"{phase}_{k}"] for k in ("auc", "ci_low", "ci_high"))
+        assert auc.between(0, 1).all() and (low <= auc).all() and (auc <= high).all()
+    assert np.allclose(table["drop"], table["phase1_auc"] - table["phase2_auc"])
+    seed = table["candidate"] == bench.SEED_STYLE
+    assert table.loc[seed, "phase1_p_vs_seed"].isna().all() and table.loc[~seed, "phase2_p_vs_seed"].between(0, 1).all()
+
+
+def test_quality_table_and_plot(tmp_path: Path) -> None:
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    ids = [f"Slide{k:03d}" for k in range(40)]
+    classes = np.array(["negative", "macro", "micro", "itc"] * 10)
+    truth = {p: pd.DataFrame({"label": (classes != "negative").astype(int), "size_class": classes}, index=ids)
+             for p in bench.PHASES}
+    candidates = [bench.SEED_STYLE, "simple max", "lgbm stack"]
+    y = truth["phase1"]["label"].to_numpy()
+    scores = {p: pd.DataFrame({c: y * (0.4 - 0.25 * k) + rng.uniform(0, 0.6, len(ids)) for c in candidates}, index=ids)
+              for k, p in enumerate(bench.PHASES)}
+    table = bench.quality_table(scores, truth)
+    _check_table(table, candidates)
+    assert (table["phase1_auc"] > table["phase2_auc"]).all()  # the phase-2 scores separate less
+    printed = bench.printable(table)
+    assert len(printed) == len(candidates) and printed["p vs seed 1"].iloc[0] == "-"
+    bench.plot(table, {p: {c: 10 for c in DEPOSIT_CLASSES} for p in bench.PHASES}, tmp_path / "q.png")
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_skipped_under_make(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MAKELEVEL", "1")
+    _bench().main([])
+    assert "skipped under make" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quick_run(tmp_path: Path) -> None:
+    """The whole bench at toy sizes (about two minutes on two cores: four CNNs train)."""
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(tmp_path / "data"), "--out", str(out)],
+                   check=True)
+    table = pd.read_csv(out / "quality.csv")
+    _check_table(table, ["seed-style", "simple max", "unet max", "inception max", "mean blend", "tuned blend",
+                         "lgbm stack"])
+    assert (out / "quality.png").stat().st_size > 0
