@@ -100,6 +100,22 @@ def value_noise(seed: int, xs: np.ndarray, ys: np.ndarray, spacing: float) -> np
     return _separable(lattice, uy, by, ux, bx, smooth=True)
 
 
+def value_noise_points(seed: int, xs: np.ndarray, ys: np.ndarray, spacing: float) -> np.ndarray:
+    """``value_noise`` at scattered points (``xs[k]``, ``ys[k]``): the same interpolant."""
+    ux = np.asarray(xs, dtype=np.float64) / spacing
+    uy = np.asarray(ys, dtype=np.float64) / spacing
+    ix, iy = np.floor(ux).astype(np.int64), np.floor(uy).astype(np.int64)
+    tx, ty = (ux - ix).astype(np.float32), (uy - iy).astype(np.float32)
+    tx, ty = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty)
+
+    def node(di: int, dj: int) -> np.ndarray:
+        return hash_uniform(seed, iy + di, ix + dj).astype(np.float32)
+
+    top = node(0, 0) * (1 - tx) + node(0, 1) * tx
+    bottom = node(1, 0) * (1 - tx) + node(1, 1) * tx
+    return top * (1 - ty) + bottom * ty
+
+
 class Plan2D:
     """A low-resolution array sampled bilinearly at level-0 coordinates.
 

@@ -1,30 +1,136 @@
-"""The layout of one synthetic slide: where tissue, lymphoid follicles and tumour lie.
+"""The layout of one synthetic slide: tissue, lymph-node architecture, mimics and tumour.
 
-A plan is a handful of low-resolution arrays (a few hundred nodes a side whatever the
-slide size) sampled bilinearly at level-0 coordinates. The renderer and the annotation
-mask read the same interpolants, so the mask marks exactly the tumour that is drawn.
+Every length is drawn in microns and converted with the slide's ``mpp`` (level-0 um/px),
+so the same seed at two resolutions gives the same tissue in microns. Tissue and
+architecture are low-resolution arrays (``Plan2D``) sampled bilinearly at level-0
+coordinates; tumour deposits are analytic (``Deposits``), so isolated tumour cells stay
+exact on any slide size. The renderer and the masks read the same fields, so the tumour
+mask marks exactly the tumour that is drawn.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path
-from helpkit.synth.field import Plan2D, value_noise
+from helpkit.synth.field import Plan2D, value_noise, value_noise_points
+
+if TYPE_CHECKING:
+    from helpkit.synth.artefacts import ArtefactRates, Artefacts
 
 PLAN_NODES = 512
 """Plan arrays have at most this many nodes a side (the cell grows with the slide)."""
 
-MIN_REGION_NODES = 12
-"""Tumour pieces smaller than this many plan nodes are dropped (they would be specks)."""
+MIN_CELL_UM = 8.0
+"""Smallest plan cell, microns: finer than any architecture the plan carries."""
 
 TUMOUR_INSET = 0.08
 """Tumour stays where the tissue field exceeds this, so it never touches the tissue edge."""
+
+DEPOSIT_CLASSES = ("itc", "micro", "macro")
+
+DEPOSIT_UM = {"itc": (30.0, 170.0), "micro": (300.0, 1750.0), "macro": (2300.0, 1e9)}
+"""Accepted longest box side of a slide's largest deposit per class, microns: kept off
+CAMELYON's limits (0.2 mm, 2 mm) so mask quantisation cannot move a deposit across one."""
+
+SEMI_AXIS_UM = {"itc": (15.0, 60.0), "micro": (190.0, 700.0), "macro": (1250.0, 2000.0)}
+"""Range of a deposit ellipse's long semi-axis per class, microns (before its wobble)."""
+
+WOBBLE = {"itc": 0.25, "micro": 0.25, "macro": 0.15}
+"""Relative outline wobble of a deposit (its radius varies by up to this fraction)."""
+
+USABLE = 0.74
+"""Share of a slide side that a deposit may span: the side less its edges, the widest
+non-scanned margin and a band where the tissue edge would cut tumour."""
+
+EDGE_PAD = 0.03
+"""Deposits keep this share of the slide side from the tissue bounds (see USABLE)."""
+
+GAP_UM = 120.0
+"""Smallest gap between deposits' boxes, so two deposits never join into one region."""
+
+
+def _reach(kind: str, a: float) -> float:
+    """Half-side of the square a deposit of long semi-axis ``a`` may fill, with its wobble."""
+    return a * (1 + WOBBLE[kind]) * 1.05
+
+
+def min_size(deposit: str, mpp: float) -> int:
+    """Smallest slide side (level-0 px at ``mpp``) that holds a deposit of class ``deposit``."""
+    return int(np.ceil(2 * _reach(deposit, SEMI_AXIS_UM[deposit][0]) / USABLE / mpp))
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """One tumour deposit: a wobbly ellipse in level-0 pixels."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float
+    wobble: float
+    seed: int
+
+    def reach(self) -> float:
+        """Half-side of a box around the centre that holds the whole deposit."""
+        return self.a * (1 + self.wobble) + 1.0
+
+    def box(self) -> tuple[float, float, float, float]:
+        r = self.reach()
+        return self.cx - r, self.cy - r, self.cx + r, self.cy + r
+
+    def value(self, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        """> 0 inside the deposit (points broadcast together)."""
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        dx, dy = gx - self.cx, gy - self.cy
+        d = np.sqrt(((dx * c + dy * s) / self.a) ** 2 + ((-dx * s + dy * c) / self.b) ** 2)
+        gx, gy = np.broadcast_arrays(gx, gy)
+        noise = value_noise_points(self.seed, gx.ravel(), gy.ravel(), 0.6 * self.b).reshape(gx.shape)
+        return (1.0 - d * (1.0 + self.wobble * (2.0 * noise - 1.0))).astype(np.float32)
+
+
+@dataclass
+class Deposits:
+    """Tumour as a field: > 0 inside a deposit and inside tissue (capped like the old plan)."""
+
+    items: list[Deposit]
+    tissue: Plan2D
+
+    def _cap(self, values: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+        return np.minimum(values, 4.0 * (tissue - TUMOUR_INSET))
+
+    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Values on the grid ``ys`` x ``xs`` (ascending level-0 coordinates)."""
+        out = np.full((len(ys), len(xs)), -1.0, np.float32)
+        for dep in self.items:
+            x0, y0, x1, y1 = dep.box()
+            j0, j1 = np.searchsorted(xs, [x0, x1])
+            i0, i1 = np.searchsorted(ys, [y0, y1])
+            if j0 >= j1 or i0 >= i1:
+                continue
+            sx, sy = xs[j0:j1], ys[i0:i1]
+            v = self._cap(dep.value(sx[None, :], sy[:, None]), self.tissue.grid(sx, sy))
+            np.maximum(out[i0:i1, j0:j1], v, out=out[i0:i1, j0:j1])
+        return out
+
+    def points(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Values at scattered points (``xs[k]``, ``ys[k]``)."""
+        out = np.full(len(xs), -1.0, np.float32)
+        for dep in self.items:
+            x0, y0, x1, y1 = dep.box()
+            sel = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
+            if len(sel):
+                v = self._cap(dep.value(xs[sel], ys[sel]), self.tissue.points(xs[sel], ys[sel]))
+                out[sel] = np.maximum(out[sel], v)
+        return out
 
 
 @dataclass
@@ -36,31 +142,61 @@ class SlidePlan:
     seed: int
     tissue: Plan2D
     """> 0 inside tissue."""
-    tumour: Plan2D | None
+    tumour: Deposits | None
     """> 0 inside tumour (only where tissue > TUMOUR_INSET); None for negative slides."""
     lymph: Plan2D
-    """0..1 weight of dense lymphocyte (follicle) texture."""
-    cellular: Plan2D
-    """0..1 weight of cellular parenchyma against loose stroma."""
+    """0..1 weight of lymphoid follicles (densest lymphocytes)."""
+    sinus: Plan2D
+    """0..1 weight of medulla with sinuses (loose, pale, histiocytes)."""
+    stroma: Plan2D
+    """0..1 weight of capsule and trabeculae (collagen, spindle nuclei)."""
+    histio: Plan2D
+    """0..1 weight of histiocyte clusters (a tumour mimic; zero without mimics)."""
+    germinal: Plan2D
+    """0..1 weight of germinal centres with large pale nuclei (a tumour mimic)."""
     margin: tuple[int, int]
     """(left, top) widths of the black non-scanned band, level-0 pixels."""
+    mpp: float = 0.5
+    """Level-0 microns per pixel."""
+    deposit: str | None = None
+    """Planned class of the largest deposit: 'itc', 'micro', 'macro'; None when negative."""
+    mimics: bool = False
+    artefacts: Artefacts | None = field(default=None, repr=False)
+    """Drawn artefacts (``helpkit.synth.artefacts``), None when none were asked for."""
 
     def in_margin(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """True where level-0 points (broadcast) lie in the non-scanned margin."""
         return (np.asarray(xs) < self.margin[0]) | (np.asarray(ys) < self.margin[1])
 
-    def tumour_mask(self, downsample: int) -> np.ndarray:
-        """Boolean tumour mask at ``downsample`` of level 0 (pixel centres sampled)."""
+    def _mask(self, downsample: int, cell: object) -> np.ndarray:
+        """A boolean mask at ``downsample`` of level 0, ``cell(xs, ys)`` per strip of rows."""
         h, w = -(-self.height // downsample), -(-self.width // downsample)
         mask = np.zeros((h, w), dtype=bool)
-        if self.tumour is None:
-            return mask
-        xs = (np.arange(w) + 0.5) * downsample
+        xs = ((np.arange(w) + 0.5) * downsample).astype(np.float32)
         strip = max(1, 4_000_000 // max(w, 1))
         for r in range(0, h, strip):
-            ys = (np.arange(r, min(r + strip, h)) + 0.5) * downsample
-            mask[r : r + len(ys)] = self.tumour.grid(xs, ys) > 0
+            ys = ((np.arange(r, min(r + strip, h)) + 0.5) * downsample).astype(np.float32)
+            mask[r : r + len(ys)] = cell(xs, ys)
         return mask
+
+    def tumour_mask(self, downsample: int) -> np.ndarray:
+        """Boolean tumour mask at ``downsample`` of level 0 (pixel centres sampled)."""
+        if self.tumour is None:
+            h, w = -(-self.height // downsample), -(-self.width // downsample)
+            return np.zeros((h, w), dtype=bool)
+        return self._mask(downsample, lambda xs, ys: self.tumour.grid(xs, ys) > 0)
+
+    def tissue_mask(self, downsample: int) -> np.ndarray:
+        """Boolean truth tissue at ``downsample``: the tissue field, less ice-crystal holes and
+        the non-scanned margin (what a tissue detector should find)."""
+
+        def cell(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+            tissue = (self.tissue.grid(xs, ys) > 0) & ~self.in_margin(xs[None, :], ys[:, None])
+            if self.artefacts is not None and not self.artefacts.empty:
+                tissue &= ~self.artefacts.holes(xs, ys)
+            return tissue
+
+        return self._mask(downsample, cell)
 
 
 def _ellipse_distance(
@@ -72,11 +208,44 @@ def _ellipse_distance(
     return np.sqrt(((dx * c + dy * s) / rx) ** 2 + ((-dx * s + dy * c) / ry) ** 2)
 
 
-def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
-    """Draw a slide layout: irregular tissue pieces, follicles, a margin and tumour if positive."""
+def make_plan(
+    width: int,
+    height: int,
+    seed: int,
+    positive: bool,
+    *,
+    mpp: float = 0.5,
+    deposit: str | None = None,
+    mimics: bool = False,
+    artefacts: ArtefactRates | None = None,
+) -> SlidePlan:
+    """Draw a slide layout: tissue pieces with lymph-node architecture, a margin, tumour
+    deposits whose largest is of class ``deposit`` if positive (None: macro or micro at
+    random, macro only where it fits), tumour mimics if ``mimics``, and ``artefacts``.
+
+    Raises HelpkitError for an unknown class, a deposit on a negative slide, or a macro
+    deposit on a slide too small to hold one at ``mpp``.
+    """
+    if deposit is not None and deposit not in DEPOSIT_CLASSES:
+        raise HelpkitError(f"unknown deposit class {deposit!r}: choose one of {', '.join(DEPOSIT_CLASSES)}")
+    if deposit is not None and not positive:
+        raise HelpkitError(f"a negative slide has no deposit, got deposit={deposit!r}")
+    if mpp <= 0:
+        raise HelpkitError(f"mpp must be > 0, got {mpp}")
+    fits = [k for k in DEPOSIT_CLASSES if min(width, height) >= min_size(k, mpp)]
+    if deposit is not None and deposit not in fits:
+        raise HelpkitError(
+            f"a {deposit} deposit needs a slide of at least {min_size(deposit, mpp)} px a side at "
+            f"{mpp} um/px; got {width}x{height}"
+        )
     rng = np.random.default_rng([seed, 0x5EED])
+    if positive and deposit is None:
+        smaller = [k for k in fits if k != "macro"]
+        deposit = "macro" if "macro" in fits and rng.random() < 0.5 else smaller[-1]
+    um = 1.0 / mpp  # level-0 pixels per micron
     side = max(width, height)
-    cell = max(16.0, float(2 ** int(np.ceil(np.log2(side / PLAN_NODES)))))
+    cell_um = max(MIN_CELL_UM, float(2 ** int(np.ceil(np.log2(side * mpp / PLAN_NODES)))))
+    cell = cell_um * um
     ny, nx = int(np.ceil(height / cell)), int(np.ceil(width / cell))
     xs, ys = (np.arange(nx) + 0.5) * cell, (np.arange(ny) + 0.5) * cell
     gx, gy = np.meshgrid(xs, ys)
@@ -88,8 +257,8 @@ def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
         int(rng.uniform(0.03, 0.08) * height) if sides != "left" else 0,
     )
     scanned = (gx >= margin[0]) & (gy >= margin[1])
-    left, top = margin[0] + 0.06 * width, margin[1] + 0.06 * height
-    right, bottom = 0.94 * width, 0.94 * height
+    bounds = (margin[0] + 0.06 * width, margin[1] + 0.06 * height, 0.94 * width, 0.94 * height)
+    left, top, right, bottom = bounds
 
     blob = np.full(gx.shape, -1.0)
     for _ in range(int(rng.integers(1, 4))):
@@ -110,72 +279,167 @@ def make_plan(width: int, height: int, seed: int, positive: bool) -> SlidePlan:
     # a soft penalty towards the slide's edges bends outlines inwards; the hard cap after it
     # keeps tissue off the edges and out of the non-scanned margin
     raw = blob + rough - holes - 2.0 * np.clip(1.0 - edge / 3.0, 0, 1) ** 2
-    tissue = np.minimum(raw, np.clip(edge, -1, 1))
-    tissue = np.where(scanned, tissue, -1.0).astype(np.float32)
+    cap = np.clip(edge, -1, 1)
 
-    cellular = np.clip((value_noise(noise_seed + 4, xs, ys, side / 10) - 0.25) * 4.0, 0, 1)
-    lymph = np.zeros_like(tissue)
-    tissue_nodes = np.argwhere(tissue > 0.1)
-    for _ in range(int(rng.integers(1, 5))):
-        if not len(tissue_nodes):
-            break
-        i, j = tissue_nodes[rng.integers(len(tissue_nodes))]
-        r = rng.uniform(0.03, 0.08) * side
-        d = _ellipse_distance(gx, gy, xs[j], ys[i], r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi))
-        lymph = np.maximum(lymph, np.clip((1.0 - d) * 4.0, 0, 1))
+    items: list[Deposit] = []
+    if positive:
+        items = _deposits(rng, deposit, bounds, raw, gx, gy, um, noise_seed + 5)
+        for dep in items:  # tissue always surrounds a deposit
+            d = _ellipse_distance(gx, gy, dep.cx, dep.cy, 1.6 * dep.a + 2 * cell, 1.6 * dep.b + 2 * cell, dep.angle)
+            raw = np.maximum(raw, 1.5 * (1.0 - d) + rough)
+    tissue = np.where(scanned, np.minimum(raw, cap), -1.0).astype(np.float32)
+    tissue_plan = Plan2D(tissue, cell)
 
-    tumour = _tumour_field(rng, gx, gy, xs, ys, tissue, side, noise_seed + 5) if positive else None
-    return SlidePlan(
+    arch = _architecture(rng, gx, gy, xs, ys, tissue, um, noise_seed + 6, mimics)
+    tumour = Deposits(items, tissue_plan) if positive else None
+    plan = SlidePlan(
         width=width,
         height=height,
         seed=seed,
-        tissue=Plan2D(tissue, cell),
-        tumour=None if tumour is None else Plan2D(tumour, cell),
-        lymph=Plan2D(lymph, cell),
-        cellular=Plan2D(cellular, cell),
+        tissue=tissue_plan,
+        tumour=tumour,
+        **{k: Plan2D(v, cell) for k, v in arch.items()},
         margin=margin,
+        mpp=float(mpp),
+        deposit=deposit if positive else None,
+        mimics=mimics,
     )
+    if artefacts is not None and artefacts.any():
+        from helpkit.synth.artefacts import draw_artefacts
+
+        plan.artefacts = draw_artefacts(seed, artefacts, width, height, mpp, tissue_plan)
+    return plan
 
 
-def _tumour_field(
+def _architecture(
     rng: np.random.Generator,
     gx: np.ndarray,
     gy: np.ndarray,
     xs: np.ndarray,
     ys: np.ndarray,
     tissue: np.ndarray,
-    side: int,
+    um: float,
     noise_seed: int,
-) -> np.ndarray:
-    """Tumour deposits of log-uniform size (micro-metastases to large regions), inside tissue.
+    mimics: bool,
+) -> dict[str, np.ndarray]:
+    """Lymph-node architecture on the plan grid: follicles, medulla with sinuses, capsule and
+    trabeculae, and (with ``mimics``) histiocyte clusters and germinal centres."""
+    inside = tissue > 0
+    area_mm2 = inside.sum() * ((xs[1] - xs[0] if len(xs) > 1 else 1.0) / um) ** 2 / 1e6
+    nodes = np.argwhere(tissue > 0.15)
 
-    The field is capped by a positive multiple of ``tissue - TUMOUR_INSET`` at every node;
-    bilinear interpolation keeps that inequality, so tumour is inside tissue everywhere.
-    """
-    cell = xs[1] - xs[0] if len(xs) > 1 else side
-    deep = np.argwhere(ndimage.distance_transform_edt(tissue > TUMOUR_INSET) > 3)
-    if not len(deep):
-        deep = np.argwhere(tissue == tissue.max())
-    r_min, r_max = max(120.0, 0.012 * side, 3 * cell), 0.2 * side
-    # always one micro-metastasis; a quarter of positive slides have nothing else (the hard
-    # cases), the others add deposits of log-uniform size from mid-sized to large
-    n = int(rng.integers(1, 5))
-    r_mid = np.sqrt(r_min * r_max)
-    radii = np.exp(rng.uniform(np.log(r_mid), np.log(r_max), size=n))
-    radii[0] = r_min * rng.uniform(1.0, 1.6)
-    field = np.full(gx.shape, -1.0)
-    for r in radii:
-        i, j = deep[rng.integers(len(deep))]
-        d = _ellipse_distance(gx, gy, xs[j], ys[i], r, r * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi))
-        field = np.maximum(field, 1.0 - d)
-    wobble = value_noise(noise_seed, xs, ys, max(r_min, side / 30)) - 0.5
-    field = np.minimum(field + 0.3 * wobble, 4.0 * (tissue - TUMOUR_INSET))
-    # drop specks of a few nodes: lowering nodes keeps the field under the tissue cap
-    labels, _ = ndimage.label(field > 0)
-    sizes = np.bincount(labels.ravel())
-    specks = (sizes < MIN_REGION_NODES)[labels] & (labels > 0)
-    field[specks] = -0.01
-    return field.astype(np.float32)
+    def discs(count: int, r_um: tuple[float, float]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+        out, centres = np.zeros_like(tissue), []
+        for _ in range(count if len(nodes) else 0):
+            i, j = nodes[rng.integers(len(nodes))]
+            r = rng.uniform(*r_um) * um
+            d = _ellipse_distance(gx, gy, xs[j], ys[i], r, r * rng.uniform(0.7, 1.0), rng.uniform(0, np.pi))
+            out = np.maximum(out, np.clip((1.0 - d) * 4.0, 0, 1))
+            centres.append((xs[j], ys[i], r))
+        return out, centres
+
+    lymph, follicles = discs(int(rng.poisson(1 + 2.0 * area_mm2)), (120.0, 320.0))
+    medulla = np.clip((value_noise(noise_seed, xs, ys, 500 * um) - 0.45) * 4.0, 0, 1)
+    cell_um = (xs[1] - xs[0] if len(xs) > 1 else 1.0) / um
+    depth_um = ndimage.distance_transform_edt(inside) * cell_um
+    capsule = np.clip(1.5 - depth_um / 20.0, 0, 1) * inside
+    ridge = 1.0 - np.abs(value_noise(noise_seed + 1, xs, ys, 700 * um) - 0.5) * 2
+    trabeculae = np.clip((ridge - 0.93) * 12.0, 0, 1)
+    stroma = np.clip(capsule + trabeculae, 0, 1)
+    histio = np.zeros_like(tissue)
+    germinal = np.zeros_like(tissue)
+    if mimics:
+        histio, _ = discs(int(rng.integers(2, 5) + rng.poisson(1.5 * area_mm2)), (60.0, 220.0))
+        for cx, cy, r in follicles[: max(1, len(follicles) * 2 // 3)]:
+            d = _ellipse_distance(gx, gy, cx, cy, 0.65 * r, 0.55 * r, rng.uniform(0, np.pi))
+            germinal = np.maximum(germinal, np.clip((1.0 - d) * 3.0, 0, 1))
+        if not follicles:
+            germinal, _ = discs(int(rng.integers(1, 4)), (90.0, 200.0))
+    return {
+        "lymph": lymph.astype(np.float32),
+        "sinus": (medulla * (1 - lymph)).astype(np.float32),
+        "stroma": stroma.astype(np.float32),
+        "histio": histio.astype(np.float32),
+        "germinal": germinal.astype(np.float32),
+    }
+
+
+def _deposits(
+    rng: np.random.Generator,
+    deposit: str,
+    bounds: tuple[float, float, float, float],
+    raw: np.ndarray,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    um: float,
+    noise_seed: int,
+) -> list[Deposit]:
+    """Deposits whose largest is of class ``deposit``: macro slides may add micro deposits and
+    ITCs, micro slides ITCs, ITC slides a few clusters of a few to a few dozen cells."""
+    pad = EDGE_PAD * max(gx.max(), gy.max())
+    left, top, right, bottom = bounds[0] + pad, bounds[1] + pad, bounds[2] - pad, bounds[3] - pad
+    extra = {"macro": ["micro", "micro", "itc", "itc"], "micro": ["itc", "itc", "itc"], "itc": ["itc"] * 4}
+    sizes = [deposit] + [k for k in extra[deposit] if rng.random() < 0.45]
+    deep = np.column_stack([gx[raw > 0.35], gy[raw > 0.35]])
+    room = min(right - left, bottom - top) / 2
+    placed: list[Deposit] = []
+    for k, kind in enumerate(sizes):
+        lo, hi = SEMI_AXIS_UM[kind]
+        hi = min(hi * um, room / _reach(kind, 1.0))
+        for _ in range(200):
+            a = float(np.exp(rng.uniform(np.log(lo * um), np.log(max(hi, lo * um)))))
+            r = _reach(kind, a)
+            if kind == "macro":  # along the slide's longer side, so its box is long
+                long_axis = 0.0 if right - left >= bottom - top else np.pi / 2
+                b, angle = a * rng.uniform(0.55, 0.8), long_axis + rng.uniform(-0.15, 0.15)
+            else:
+                b, angle = a * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi)
+            inner = deep[(deep[:, 0] >= left + r) & (deep[:, 0] <= right - r)
+                         & (deep[:, 1] >= top + r) & (deep[:, 1] <= bottom - r)]
+            if kind != "macro" and len(inner):
+                cx, cy = inner[rng.integers(len(inner))]
+            else:
+                cx, cy = rng.uniform(left + r, right - r), rng.uniform(top + r, bottom - r)
+            dep = Deposit(float(cx), float(cy), float(a), float(b), float(angle), WOBBLE[kind], noise_seed + k)
+            gap = GAP_UM * um
+            if all(_apart(dep, other, gap) for other in placed) and _in_class(dep, kind, um):
+                placed.append(dep)
+                break
+        else:
+            if k == 0:
+                raise HelpkitError(f"could not place a {kind} deposit on this slide")
+    return placed
+
+
+def _apart(a: Deposit, b: Deposit, gap: float) -> bool:
+    """True when the boxes of two deposits are at least ``gap`` apart."""
+    ax0, ay0, ax1, ay1 = a.box()
+    bx0, by0, bx1, by1 = b.box()
+    return ax0 > bx1 + gap or bx0 > ax1 + gap or ay0 > by1 + gap or by0 > ay1 + gap
+
+
+def _longest_um(deposits: list[Deposit], tissue: Plan2D | None, um: float) -> float:
+    """Longest box side, microns, of the connected tumour pieces drawn by ``deposits`` (each
+    measured on its own fine grid; boxes are kept apart, so pieces never join)."""
+    longest = 0.0
+    for dep in deposits:
+        x0, y0, x1, y1 = dep.box()
+        step = max(dep.b / 40, 0.5)
+        sx, sy = np.arange(x0, x1, step), np.arange(y0, y1, step)
+        v = dep.value(sx[None, :], sy[:, None])
+        if tissue is not None:
+            v = np.minimum(v, 4.0 * (tissue.grid(sx, sy) - TUMOUR_INSET))
+        labels, _ = ndimage.label(v > 0, structure=np.ones((3, 3), bool))
+        for box in ndimage.find_objects(labels):
+            if box is not None:
+                longest = max(longest, max(s.stop - s.start for s in box) * step / um)
+    return longest
+
+
+def _in_class(dep: Deposit, kind: str, um: float) -> bool:
+    """Whether one deposit alone (tissue aside) measures inside its class's accepted range."""
+    lo, hi = DEPOSIT_UM[kind]
+    return lo <= _longest_um([dep], None, um) <= hi
 
 
 def tumour_regions(mask: np.ndarray, downsample: int) -> list[dict[str, int]]:
