@@ -97,6 +97,10 @@ class Deposit:
         return (1.0 - d * (1.0 + self.wobble * (2.0 * noise - 1.0))).astype(np.float32)
 
 
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
 @dataclass
 class Deposits:
     """Tumour as a field: > 0 inside a deposit and inside tissue (capped like the old plan)."""
@@ -120,6 +124,10 @@ class Deposits:
             v = self._cap(dep.value(sx[None, :], sy[:, None]), self.tissue.grid(sx, sy))
             np.maximum(out[i0:i1, j0:j1], v, out=out[i0:i1, j0:j1])
         return out
+
+    def touches(self, box: tuple[float, float, float, float]) -> bool:
+        """Whether any deposit's box meets the level-0 box (x0, y0, x1, y1)."""
+        return any(_overlap(dep.box(), box) for dep in self.items)
 
     def points(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Values at scattered points (``xs[k]``, ``ys[k]``)."""

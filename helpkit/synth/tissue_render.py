@@ -83,23 +83,29 @@ def _composition(plan: SlidePlan, xs: np.ndarray, ys: np.ndarray, grid: bool) ->
     and tumour, 0..1 weights of lymphoid tissue, sinus, stroma, histiocytes, germinal centre
     and tumour septa, and the local lymphoid and tumour cell densities."""
     um = 1.0 / plan.mpp
-    if grid:
-        sample = lambda f: f.grid(xs, ys)  # noqa: E731
-        noise = lambda k: value_noise(plan.seed + _NOISE[k][0], xs, ys, _NOISE[k][1] * um)  # noqa: E731
-    else:
-        sample = lambda f: f.points(xs, ys)  # noqa: E731
-        noise = lambda k: value_noise_points(plan.seed + _NOISE[k][0], xs, ys, _NOISE[k][1] * um)  # noqa: E731
+    sample = (lambda f: f.grid(xs, ys)) if grid else (lambda f: f.points(xs, ys))  # noqa: E731
+
+    def noise(key: str, where: np.ndarray) -> np.ndarray:
+        """Composition noise, computed only where it can matter (points) or if anywhere (grid)."""
+        offset, spacing = _NOISE[key]
+        if grid:
+            return value_noise(plan.seed + offset, xs, ys, spacing * um) if where.any() else np.zeros(where.shape)
+        out = np.zeros(len(xs), np.float32)
+        out[where] = value_noise_points(plan.seed + offset, xs[where], ys[where], spacing * um)
+        return out
+
     tissue = sample(plan.tissue) > 0
     tumour = sample(plan.tumour) > 0 if plan.tumour is not None else np.zeros_like(tissue)
     stroma = sample(plan.stroma)
     histio, germinal = sample(plan.histio), sample(plan.germinal)
-    sinus = sample(plan.sinus) * np.clip((noise("cords") - 0.35) * 4.0, 0, 1) * (1 - stroma)
+    sinus = sample(plan.sinus)
+    sinus = sinus * np.clip((noise("cords", sinus > 0) - 0.35) * 4.0, 0, 1) * (1 - stroma)
     normal = (1 - stroma - sinus) * (1 - histio) * (1 - germinal)
     cyto, _, tils, cellularity, _ = _phenotype(plan.seed)
-    density = np.clip(cellularity + 0.45 * noise("density"), 0, 1)
+    density = np.clip(cellularity + 0.45 * noise("density", tissue & ~tumour), 0, 1)
     dense = np.maximum(density, 0.95 * sample(plan.lymph))
     # desmoplastic septa between nests, scant in some regions and wide in others
-    septa = tumour * np.clip((0.15 + 0.35 * noise("fibrosis") - noise("nest")) * 8.0, 0, 1)
+    septa = tumour * np.clip((0.15 + 0.35 * noise("fibrosis", tumour) - noise("nest", tumour)) * 8.0, 0, 1)
     return {
         "tissue": tissue,
         "tumour": tumour,
@@ -109,7 +115,7 @@ def _composition(plan: SlidePlan, xs: np.ndarray, ys: np.ndarray, grid: bool) ->
         "histio": histio * (1 - germinal),
         "germinal": germinal,
         "septa": septa,
-        "tumour_density": 0.45 + 0.55 * noise("tumour"),
+        "tumour_density": 0.45 + 0.55 * noise("tumour", tumour),
         "tumour_cyto": cyto,
         "tils": tils,
     }
@@ -157,8 +163,21 @@ def _candidates(
     h = hash_uniform16(plan.seed, _INDEX[kind.name], ii, jj, count=8)
     cx = ((jj + 0.1 + 0.8 * h[:, 0]) * g / mpp).astype(np.float32)
     cy = ((ii + 0.1 + 0.8 * h[:, 1]) * g / mpp).astype(np.float32)
-    keep = h[:, 2] < presence(_composition(plan, cx, cy, grid=False))[kind.name]
+    maybe = np.flatnonzero(plan.tissue.points(cx, cy) > 0)  # presence is 0 off tissue
+    p = presence(_composition(plan, cx[maybe], cy[maybe], grid=False))[kind.name]
+    keep = maybe[h[maybe, 2] < p]
     return np.column_stack([h[keep], cx[keep], cy[keep]])
+
+
+def _possible(plan: SlidePlan, kind: NucleusKind, box: tuple[float, float, float, float]) -> bool:
+    """False when no nucleus of ``kind`` can lie in the level-0 box (a cheap skip)."""
+    if kind.name == TUMOUR.name:
+        return plan.tumour is not None and plan.tumour.touches(box)
+    if kind is CENTROBLAST:
+        return plan.germinal.window_max(*box) > 0
+    if kind is HISTIOCYTE:
+        return max(f.window_max(*box) for f in (plan.sinus, plan.histio, plan.germinal)) > 0
+    return True
 
 
 def _fibre_angle(seed: int) -> float:
@@ -308,6 +327,9 @@ def render_tile(
         h_nuc = np.zeros((n + 2 * border, n + 2 * border), np.float32)
         x1, y1 = ox + n * d, oy + n * d
         for kind in kinds:
+            reach = _reach_um(kind) * um
+            if not _possible(plan, kind, (ox - reach, oy - reach, x1 + reach, y1 + reach)):
+                continue
             along = _fibre_angle(seed) + np.pi / 2 if kind is STROMA else None
             _stamp(kind, _candidates(plan, kind, ox, oy, x1, y1), ox, oy, d, h_nuc, border, along, plan.mpp)
         h_nuc = h_nuc[border:-border, border:-border]
