@@ -63,9 +63,10 @@ def test_layout_matches_synth_json(tiny_competition: Path) -> None:
 
 def test_labels_csv_holds_the_test_labels(tiny_competition: Path) -> None:
     lines = (tiny_competition / "labels.csv").read_text().splitlines()
-    assert lines[0] == "slide_id,label"
-    rows = dict(line.split(",") for line in lines[1:])
-    truth = {s["slide_id"]: str(s["label"]) for s in _synth(tiny_competition)["slides"] if s["split"] == "test"}
+    assert lines[0] == "slide_id,label,size_class"
+    rows = {line.split(",")[0]: line.split(",")[1:] for line in lines[1:]}
+    truth = {s["slide_id"]: [str(s["label"]), s["size_class"]] for s in _synth(tiny_competition)["slides"]
+             if s["split"] == "test"}
     assert rows == truth
 
 
@@ -74,8 +75,8 @@ def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) ->
         with openslide.OpenSlide(tiny_competition / s["path"]) as slide:
             assert slide.level_dimensions == ((2048, 2048), (1024, 1024), (512, 512), (256, 256))
             assert slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0, 8.0))
-            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
-            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.25)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.5)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.5)
             assert slide.properties["openslide.level[0].tile-width"] == "256"
             top = np.asarray(slide.read_region((0, 0), 3, (256, 256)).convert("RGB")).astype(int)
             assert top.std() > 10  # real content, not a blank page
@@ -294,7 +295,8 @@ def test_camelyon16_layout_annotations_and_reference(camelyon16: Path) -> None:
     from helpkit.data import discover, read_labels
     from helpkit.layouts import read_reference
     from helpkit.slide.annotation import read_annotation
-    from helpkit.synth.plan import make_plan
+    from helpkit.synth.competition import slide_plan
+    from helpkit.synth.presets import PRESETS
 
     truth = json.loads((camelyon16 / "synth.json").read_text())
     slides = {s["slide_id"]: s for s in truth["slides"]}
@@ -310,7 +312,8 @@ def test_camelyon16_layout_annotations_and_reference(camelyon16: Path) -> None:
             continue
         assert s["size_class"] in ("itc", "micro", "macro")
         annotation = read_annotation(camelyon16 / s["annotation"], (s["width"], s["height"]))
-        mask = make_plan(s["width"], s["height"], s["seed"], True).tumour_mask(s["mask_downsample"])
+        plan = slide_plan(s["width"], s["height"], s["seed"], True, PRESETS[s["preset"]], s["deposit"], s["mimics"])
+        mask = plan.tumour_mask(s["mask_downsample"])
         tumour, exclusion = annotation.tumour(s["mask_downsample"]), annotation.exclusion(s["mask_downsample"])
         # the polygons trace the generator's mask: tumour is the mask less what is excluded
         np.testing.assert_array_equal(tumour, mask & ~exclusion)

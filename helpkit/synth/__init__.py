@@ -1,16 +1,31 @@
 """Synthetic whole-slide-image competitions in the HeLP layout, with known ground truth.
 
-- ``make_competition(out, n_train, n_test, size, seed, shift)``: train/test slides, masks,
-  ``labels.csv`` and ``synth.json`` (see docs/contracts.md); ``shift`` moves the test
-  slides' staining and scanner look away from train, as HeLP phase 2 did.
-- ``make_slide(path, size, seed, positive, ...)``: one slide (and mask); benches use it to
-  make 50k-100k pixel slides in bounded memory.
+- ``make_competition(out, n_train, n_test, size, seed, shift, phase1=, phase2=)``: train/test
+  slides, masks, ``labels.csv`` and ``synth.json`` (see docs/contracts.md); each split is drawn
+  from a preset of ``PRESETS`` (``phase2``: the test split's, a phase-2 test set) and ``shift``
+  moves the test slides' stain centre.
+- ``make_slide(path, size, seed, positive, ..., spec=)``: one slide (and mask); benches use it
+  to make 50k-100k pixel slides in bounded memory.
 
 Modules: ``field`` (hashed noise and plan sampling), ``plan`` (tissue/tumour layout and
-masks), ``stain`` (H&E colour model and the shift), ``tissue`` (tile rendering), ``tiff``
-(pyramidal JPEG TIFF writer), ``competition`` (slides and the layout).
+masks), ``artefacts`` (holes, folds, crush, focus, pen), ``stain`` (H&E colour model and the
+bounded stain space), ``tissue_render`` (tile rendering), ``tiff`` (pyramidal JPEG TIFF
+writer), ``presets`` (one spec per split, the named presets), ``competition`` (slides and the
+layout). Names are exported lazily, so the CLI can list the presets without the renderer.
 """
 
-from helpkit.synth.competition import make_competition, make_slide
+from __future__ import annotations
 
-__all__ = ["make_competition", "make_slide"]
+from helpkit.lazy import lazy_exports
+
+_EXPORTS = {
+    "make_competition": "competition",
+    "make_slide": "competition",
+    "PRESETS": "presets",
+    "SplitSpec": "presets",
+    "get_preset": "presets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,9 +1,9 @@
 """The synthetic competition in the CAMELYON16 and CAMELYON17 layouts (see ``helpkit.layouts``).
 
-Slides are drawn exactly as for the HeLP layout; the annotations are ASAP XML polygons traced
+Slides are drawn exactly as for the HeLP layout (the same presets and quotas); the annotations are ASAP XML polygons traced
 from the generator's tumour mask (level-0 coordinates), every other annotated slide with an
 ``Exclusion`` square cut out of its largest deposit. Each slide's largest deposit gives its
-size class (ITC <= 0.2 mm < micro <= 2 mm < macro, longest side of its box).
+size class (ITC <= 0.2 mm < micro <= 2 mm < macro, longest side of its box; ``make_slide``).
 
 CAMELYON16::
 
@@ -25,16 +25,19 @@ and ``synth.json`` as for the HeLP layout, with ``layout``, each slide's ``size_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
 from helpkit.io import write_json, write_text
-from helpkit.layouts import pn_stage, size_class
+from helpkit.layouts import pn_stage
 from helpkit.progress import track
 from helpkit.slide.polygons import Polygon, trace_mask, write_asap_xml
-from helpkit.synth.plan import make_plan
+from helpkit.synth.presets import SplitSpec
+
+if TYPE_CHECKING:
+    from helpkit.synth.competition import Drawn
 
 NODES = 5
 """CAMELYON17 slides (lymph nodes) per patient."""
@@ -61,10 +64,9 @@ def _exclusion_square(mask: np.ndarray, polygon_mask: np.ndarray, downsample: in
     return Polygon(square, (), "exclusion", "Exclusion", "Exclusion 0")
 
 
-def _annotate(path: Path, width: int, height: int, seed: int, layout: str, with_exclusion: bool,
-              downsample: int) -> dict[str, Any]:
-    """Trace the slide's tumour mask into ASAP XML at ``path``; returns what synth.json records."""
-    mask = make_plan(width, height, seed, True).tumour_mask(downsample)
+def _annotate(path: Path, mask: np.ndarray, layout: str, with_exclusion: bool, downsample: int) -> dict[str, Any]:
+    """Trace the slide's tumour ``mask`` (at ``downsample``) into ASAP XML at ``path``; returns what
+    synth.json records."""
     group = "Tumor" if layout == "camelyon16" else "metastases"
     polygons = trace_mask(mask, downsample, group=group, tolerance=0.01)
     exclusion = None
@@ -80,27 +82,22 @@ def _annotate(path: Path, width: int, height: int, seed: int, layout: str, with_
             "exclusion": [float(v) for v in exclusion.bounds] if exclusion is not None else None}
 
 
-def _largest_mm(regions: list[dict[str, int]], mpp: float) -> float:
-    return max((max(r["w"], r["h"]) * mpp / 1000 for r in regions), default=0.0)
-
-
-def make_layout_competition(out: Path, layout: str, *, n_train: int, n_test: int, size: int, seed: int,
-                            shift: float, mask_downsample: int, progress: bool) -> Path:
-    """Write a synthetic competition in the ``layout`` ('camelyon16' or 'camelyon17') layout into
-    ``out``, which ``helpkit.synth.competition.make_competition`` has checked the arguments of and
-    cleared (call that, with ``layout``)."""
-    from helpkit.synth.competition import MPP, _labels, make_slide
+def make_layout_competition(out: Path, layout: str, order: list[Drawn], specs: dict[str, SplitSpec], *,
+                            params: dict[str, Any], progress: bool) -> Path:
+    """Write the slides of ``order`` (``specs`` per split) in the ``layout`` ('camelyon16' or
+    'camelyon17') layout into ``out``, which ``helpkit.synth.competition.make_competition`` has
+    checked the arguments of and cleared (call that, with ``layout``)."""
+    from helpkit.synth.competition import make_slide, slide_plan
 
     out = Path(out)
-    rng = np.random.default_rng([seed, 0xC0])
-    order = [("train", label) for label in _labels(rng, n_train)]
-    order += [("test", label) for label in _labels(rng, n_test)]
-    slide_seeds = np.random.SeedSequence(seed).generate_state(len(order))
+    size, mask_downsample = params["size"], params["mask_downsample"]
+    slide_seeds = np.random.SeedSequence(params["seed"]).generate_state(len(order))
     counters: dict[str, int] = {}
     annotated = 0
     slides = []
     items = enumerate(order)
-    for k, (split, label) in track(items, "synth", total=len(order)) if progress else items:
+    for k, drawn in track(items, "synth", total=len(order)) if progress else items:
+        split, label, spec = drawn.split, drawn.label, specs[drawn.split]
         if layout == "camelyon16":
             kind = ("tumor" if label else "normal") if split == "train" else "test"
             counters[kind] = counters.get(kind, 0) + 1
@@ -117,25 +114,25 @@ def make_layout_competition(out: Path, layout: str, *, n_train: int, n_test: int
             folder = "training" if split == "train" else "testing"
             image = Path(folder) / f"center_{patient_no % CENTRES}" / f"{slide_id}.tif"
             notes = Path("training/lesion_annotations") if split == "train" else Path("truth/lesion_annotations")
-        truth = make_slide(out / image, size, int(slide_seeds[k]), bool(label),
-                           shift=shift if split == "test" else 0.0, mask_downsample=mask_downsample)
+        seed = int(slide_seeds[k])
+        truth = make_slide(out / image, size, seed, bool(label), shift=params["shift"] if split == "test" else 0.0,
+                           mask_downsample=mask_downsample, spec=spec, deposit=drawn.deposit, mimics=drawn.mimics)
         annotation = None
         if label:
             annotation = notes / f"{slide_id}.xml"
-            drawn = _annotate(out / annotation, size, size, int(slide_seeds[k]), layout,
-                              with_exclusion=annotated % 2 == 0, downsample=mask_downsample)
+            mask = slide_plan(truth["width"], truth["height"], seed, True, spec, drawn.deposit,
+                              drawn.mimics).tumour_mask(mask_downsample)
+            drawn_xml = _annotate(out / annotation, mask, layout, with_exclusion=annotated % 2 == 0,
+                                  downsample=mask_downsample)
             annotated += 1
-            truth = {**truth, **drawn}
+            truth = {**truth, **drawn_xml}
         slides.append({"slide_id": slide_id, "split": split, "label": label, "path": image.as_posix(),
                        "mask_path": annotation.as_posix() if annotation else None,
                        "annotation": annotation.as_posix() if annotation else None,
-                       "size_class": size_class(_largest_mm(truth["regions"], MPP)) if label else "negative",
                        "patient": patient, **truth})
 
     stages = _write_labels(out, layout, slides)
-    params = {"layout": layout, "n_train": n_train, "n_test": n_test, "size": size, "seed": seed, "shift": shift,
-              "mask_downsample": mask_downsample, "mpp": MPP}
-    write_json(out / "synth.json", {"params": params, "slides": slides, "stages": stages})
+    write_json(out / "synth.json", {"params": {"layout": layout, **params}, "slides": slides, "stages": stages})
     return out
 
 
