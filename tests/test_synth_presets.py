@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+import tifffile
+from PIL import Image
 from typer.testing import CliRunner
 
 from helpkit.cli import app
@@ -113,6 +116,21 @@ def test_cli_lists_the_presets_and_rejects_unknown_names(tmp_path: Path) -> None
     assert not (tmp_path / "c").exists()
 
 
+def _first_luma_step(path: Path) -> int:
+    """The first entry of the luminance quantisation table of the first level-0 tile."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        tif.filehandle.seek(page.dataoffsets[0])
+        data = tif.filehandle.read(page.databytecounts[0])
+    return Image.open(io.BytesIO(data)).quantization[0][0]
+
+
+def _libjpeg_step(quality: int) -> int:
+    """That entry as libjpeg scales it (base 16) for ``quality``."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return max(1, (16 * scale + 50) // 100)
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_writes_a_slide_openslide_reads_with_its_mpp(name: str, tmp_path: Path) -> None:
     spec = PRESETS[name]
@@ -124,6 +142,7 @@ def test_every_preset_writes_a_slide_openslide_reads_with_its_mpp(name: str, tmp
         assert slide.dimensions == (side, side)
         assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(spec.mpp)
         assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(spec.mpp)
+    assert _first_luma_step(tmp_path / "s.tiff") == _libjpeg_step(spec.jpeg_quality)
     assert truth["deposit"] == truth["size_class"] == "micro"
     assert truth["largest_deposit_um"] == largest_deposit_um(truth["regions"], spec.mpp)
     assert set(truth["artefacts"]) == {f.name for f in fields(spec.artefacts)}
