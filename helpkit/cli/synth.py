@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +11,6 @@ import typer
 
 from helpkit.defaults import MASK_DOWNSAMPLE
 from helpkit.synth.presets import PRESETS
-
-_PRESET_HELP = "; ".join(f"{spec.name}: {spec.description}" for spec in PRESETS.values())
 
 
 def synth(
@@ -29,8 +28,8 @@ def synth(
         "--shift", help="Moves the test slides' stain centre towards the bounds of the stain space (bluer, "
         "paler, more haematoxylin, less eosin, softer focus): 0 none, 1 at the bounds (more is clipped).")] = 0.0,
     phase1: Annotated[str, typer.Option(
-        "--phase1", help=f"Preset of the training slides (and of the test slides without --phase2). {_PRESET_HELP}.")
-    ] = "default",
+        "--phase1", help="Preset of the training slides (and of the test slides without --phase2), one of: "
+        + ", ".join(PRESETS) + " (listed above).")] = "default",
     phase2: Annotated[str | None, typer.Option(
         "--phase2", help="Preset of the test slides (a phase-2 test set), one of: " + ", ".join(PRESETS) + ".")
     ] = None,
@@ -70,4 +69,5 @@ def synth(
 
 def register(app: typer.Typer) -> None:
     """Add ``helpkit synth`` to ``app``."""
-    app.command("synth")(synth)
+    presets = "\n\n".join(f"{spec.name}: {spec.summary()}." for spec in PRESETS.values())
+    app.command("synth", help=f"{inspect.cleandoc(synth.__doc__ or '')}\n\nPresets:\n\n{presets}")(synth)

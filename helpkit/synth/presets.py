@@ -8,7 +8,7 @@ the artefact rates. ``make_competition(phase1=..., phase2=...)`` and ``helpkit s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from helpkit.errors import HelpkitError
 from helpkit.synth.artefacts import ArtefactRates
@@ -38,7 +38,7 @@ class SplitSpec:
 
     name: str
     description: str
-    """One line, shown by ``helpkit synth --help``."""
+    """A few words; ``summary()`` adds the numbers (``helpkit synth --help``)."""
     stain: StainSpace = field(default_factory=StainSpace)
     mpp: float = 0.5
     """Level-0 microns per pixel (0.5: a 20x scan, 0.25: 40x)."""
@@ -48,6 +48,13 @@ class SplitSpec:
     """Share of negative slides carrying tumour mimics."""
     artefacts: ArtefactRates = field(default_factory=ArtefactRates)
     """Expected artefact counts per slide (Poisson)."""
+
+    def summary(self) -> str:
+        """One line: the description and the spec's numbers."""
+        d, rates = self.deposits, asdict(self.artefacts)
+        return (f"{self.description}; {self.mpp:g} um/px, JPEG {self.jpeg_quality}, positives "
+                f"{d.macro:.0%} macro / {d.micro:.0%} micro / {d.itc:.0%} ITC, {self.mimics:.0%} of negatives "
+                f"with mimics, {sum(rates.values()):.2g} artefacts per slide")
 
     def __post_init__(self) -> None:
         if not 0 <= self.mimics <= 1:
@@ -68,12 +75,10 @@ _STAIN_SHIFT = StainSpace(hue=-6.0, saturation=0.82, h_gain=1.18, e_gain=0.84, b
 PRESETS: dict[str, SplitSpec] = {
     spec.name: spec
     for spec in (
-        SplitSpec("default", "phase 1: 10% of negatives with mimics, positives 55% macro / 30% micro / "
-                  "15% ITC, ~0.1 artefacts per slide",
-                  artefacts=PHASE1_ARTEFACTS),
-        SplitSpec("stain", "another lab's stain and scanner colour (bluer, paler, more H, less E, 15% faded)",
+        SplitSpec("default", "phase 1", artefacts=PHASE1_ARTEFACTS),
+        SplitSpec("stain", "another lab's stain and scanner colour (bluer, paler, more H, less E, some faded)",
                   stain=_STAIN_SHIFT, jpeg_quality=80, artefacts=PHASE1_ARTEFACTS),
-        SplitSpec("scanner", "another scanner: level-0 0.25 um/px (40x), softer focus, JPEG quality 60",
+        SplitSpec("scanner", "another scanner: 40x, softer focus, stronger JPEG",
                   stain=StainSpace(hue=2.0, saturation=1.06, blur_um=0.45, blur_spread=0.15, blur_tail=0.15,
                                    white=248.0),
                   mpp=0.25, jpeg_quality=60, artefacts=PHASE1_ARTEFACTS),
@@ -81,10 +86,10 @@ PRESETS: dict[str, SplitSpec] = {
                   stain=StainSpace(saturation=0.9, h_gain=1.1, e_gain=0.85, blur_um=0.3, blur_tail=0.2,
                                    faded=0.3),
                   artefacts=ArtefactRates(holes=2.0, folds=1.0, crush=1.0, focus=1.0, pen=0.5)),
-        SplitSpec("small-mets", "more small deposits: positives 20% macro / 45% micro / 35% ITC",
+        SplitSpec("small-mets", "more micro-metastases and isolated tumour cells",
                   deposits=DepositMix(macro=0.20, micro=0.45, itc=0.35), artefacts=PHASE1_ARTEFACTS),
-        SplitSpec("help22", "a HeLP-2-2-like phase 2: stain shift, softer focus, JPEG 60, 30% mimics, "
-                  "more small deposits, ~0.45 artefacts per slide",
+        SplitSpec("help22", "a HeLP-2-2-like phase 2: stain shift, softer focus, more mimics, small deposits "
+                  "and artefacts",
                   stain=StainSpace(hue=-4.0, saturation=0.86, h_gain=1.12, e_gain=0.88, blur_um=0.35,
                                    blur_tail=0.1, brightness=1.02, white=245.0, faded=0.1),
                   jpeg_quality=60, deposits=DepositMix(macro=0.40, micro=0.35, itc=0.25), mimics=0.30,
