@@ -7,7 +7,7 @@ noise or the triangle threshold, capped by Otsu's, on the OD histogram). A mask 
 almost nothing or almost everything is implausible: then the saturation criterion (Otsu on
 HSV saturation, the former method) and last a fixed OD floor are tried, and
 ``TissueMask.method`` says which one made the mask. Black non-scanned margins and strongly
-coloured pen ink (green, blue) are never tissue; small specks are removed and small holes
+pen ink (green, blue, black) on glass are never tissue; small specks are removed and small holes
 filled. Vectorised throughout (numpy + scipy.ndimage).
 """
 
@@ -40,11 +40,23 @@ WHITE_QUANTILE = 0.99
 MIN_WHITE, MAX_WHITE_SATURATION = 120.0, 0.3
 """A white estimate darker (in any channel) or more coloured than this is tissue, not glass."""
 
-INK_OD = 0.2
-"""Pixels whose strongest channel OD is below this are never called ink (too faint to tell)."""
+INK_OD = 0.25
+"""Green or blue ink cores: strongest channel OD above this (paler pixels are too noisy to tell)."""
 
-INK_CHROMA = 24
-"""Pixels whose brightest and darkest channels differ by less than this are never called ink."""
+INK_RIM_OD = 0.05
+"""Ink rims (grown from cores): strongest channel OD above this."""
+
+INK_BLACK_OD = 0.4
+"""Black ink cores: neutral pixels whose strongest channel OD exceeds this."""
+
+INK_TISSUE_OD = 0.08
+"""Green-channel OD beyond the ink's own that marks tissue under ink."""
+
+INK_QUANTILE = 0.25
+"""Percentile of g / r over an ink's core taken as the ink's own (low: ink on glass)."""
+
+CLEAN_AREA_UM2 = 64.0**2
+"""Default area of the specks removed and holes filled, square microns (a 64 um square)."""
 
 _SAMPLE_PIXELS = 1 << 20
 """Whites and thresholds are estimated on a strided sample of at most about this many pixels."""
@@ -130,16 +142,28 @@ def _darker_than(rgb: np.ndarray, white: np.ndarray, od: float) -> np.ndarray:
     return product < np.float32(np.prod(white.astype(np.float64)) * np.exp(-3 * od))
 
 
-def _ink(rgb: np.ndarray, hi: np.ndarray, lo: np.ndarray, white: np.ndarray) -> np.ndarray:
-    """Green and blue pen ink. H&E absorbs green most (its OD is highest in green); green ink
-    absorbs green least, blue ink absorbs red more than green. Only strongly coloured pixels
-    (brightest minus darkest channel >= INK_CHROMA) are examined."""
-    ink = np.zeros(hi.shape, dtype=bool)
-    idx = np.flatnonzero(hi - lo >= INK_CHROMA)
+def _ink(rgb: np.ndarray, lo: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """Pen ink over glass. H&E absorbs green most; green ink absorbs green least, blue ink red
+    most, black ink all channels alike. Each ink's dense core is grown by two pixels over its
+    paler rim. Ink and stain ODs add, so under ink of OD direction (r, g, b) tissue shows as
+    ``od_g - (g / r) od_r > INK_TISSUE_OD``; g / r of each ink is a low percentile over its core
+    (lowest on glass, where the ink covers nothing)."""
+    ink = np.zeros(lo.shape, dtype=bool)
+    idx = np.flatnonzero(lo < float(white.max()) * np.exp(-INK_RIM_OD))
     od_r, od_g, od_b = _channel_od(rgb.reshape(-1, 3)[idx], white)
     strongest = np.maximum(np.maximum(od_r, od_g), od_b)
-    green, blue = od_g < 0.8 * np.maximum(od_r, od_b), od_r > 1.2 * od_g
-    ink.flat[idx[(strongest > INK_OD) & (green | blue)]] = True
+    green = od_g < 0.8 * np.minimum(od_r, od_b)
+    blue = ~green & (od_r > 1.2 * od_g)
+    black = ~green & ~blue & (np.minimum(np.minimum(od_r, od_g), od_b) > 0.85 * strongest)
+    for kind, core_od in ((green, INK_OD), (blue, INK_OD), (black, INK_BLACK_OD)):
+        core = kind & (strongest > core_od)
+        if not core.any():
+            continue
+        ratio = np.quantile(od_g[core] / np.maximum(od_r[core], 1e-3), INK_QUANTILE)
+        grown, rim = np.zeros_like(ink), np.zeros_like(ink)
+        grown.flat[idx[core]], rim.flat[idx[kind]] = True, True
+        kind = ndimage.binary_dilation(grown, iterations=2, mask=rim).flat[idx]
+        ink.flat[idx[kind & (od_g - ratio * od_r <= INK_TISSUE_OD)]] = True
     return ink
 
 
@@ -188,6 +212,20 @@ def _saturation_mask(sat: np.ndarray, scanned: np.ndarray, low: float, high: flo
     return scanned & (sat > float(np.clip(threshold, low, high)))
 
 
+def _margin(hi: np.ndarray, black_value: int) -> np.ndarray:
+    """The non-scanned margin: pixels whose brightest channel is below ``black_value``, in
+    regions touching the thumbnail's edge (dense ink or folds inside the slide are darker than
+    that too, but are not margin)."""
+    dark = hi < black_value
+    if not dark.any():
+        return dark
+    labels, n = ndimage.label(dark)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    keep[0] = False
+    return keep[labels]
+
+
 def _drop_small(mask: np.ndarray, max_size: int) -> np.ndarray:
     """Remove connected components of at most ``max_size`` pixels.
 
@@ -214,19 +252,19 @@ def find_tissue(
 ) -> tuple[np.ndarray, str]:
     """Boolean tissue mask of an RGB thumbnail and the criterion that made it (see the module).
 
-    Pixels whose brightest channel is below ``black_value`` (non-scanned margins, as in
-    MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation
+    Pixels whose brightest channel is below ``black_value`` in regions touching the edge
+    (non-scanned margins, as in MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation
     fallback clamps Otsu's threshold to [``min_saturation``, ``max_saturation``]. Components
     of at most ``min_object_pixels`` are removed and holes of at most ``max_hole_pixels`` filled.
     """
     hi, lo = _extremes(rgb)
-    scanned = hi >= black_value
+    scanned = ~_margin(hi, black_value)
     n_scanned = int(scanned.sum())
     if not n_scanned:
         return np.zeros(scanned.shape, dtype=bool), "od"
     white = background_white(rgb, black_value)
     white = np.full(3, 255.0, np.float32) if white is None else white
-    usable = scanned & ~_ink(rgb, hi, lo, white)
+    usable = scanned & ~_ink(rgb, lo, white)
     sample = _sample(rgb)[_sample(usable)]
     method = "od"
     mask = usable & _darker_than(rgb, white, _od_threshold(_mean_od(sample, white)))
@@ -237,7 +275,7 @@ def find_tissue(
         method = "od-floor"
         mask = usable & _darker_than(rgb, white, OD_FLOOR)
     mask = _drop_small(mask, min_object_pixels)
-    return ~_drop_small(~mask, max_hole_pixels) & scanned, method
+    return ~_drop_small(~mask, max_hole_pixels) & usable, method
 
 
 def tissue_from_rgb(
@@ -270,8 +308,8 @@ def tissue_mask(
     reader: SlideReader,
     mpp: float = TISSUE_MPP,
     *,
-    min_object_area0: float = 256.0**2,
-    max_hole_area0: float = 256.0**2,
+    min_object_area0: float | None = None,
+    max_hole_area0: float | None = None,
     **thresholds: float,
 ) -> TissueMask:
     """The tissue mask of a slide at about ``mpp`` microns per pixel, from the level
@@ -279,9 +317,13 @@ def tissue_mask(
     single-level slide) is first reduced by the whole factor, area-averaged, which bounds its
     memory. A level within 8x of ``mpp`` is used as it is (a small pyramid's coarsest).
 
-    Object and hole sizes are level-0 areas, so the result does not depend on which
-    level the slide happens to have; ``thresholds`` go to :func:`find_tissue`.
+    Object and hole sizes are level-0 areas (default: ``CLEAN_AREA_UM2`` at the slide's
+    mpp), so the result does not depend on which level the slide happens to have;
+    ``thresholds`` go to :func:`find_tissue`.
     """
+    default_area0 = CLEAN_AREA_UM2 / reader.base_mpp**2
+    min_object_area0 = default_area0 if min_object_area0 is None else min_object_area0
+    max_hole_area0 = default_area0 if max_hole_area0 is None else max_hole_area0
     level = tissue_level(reader, mpp)
     ds = reader.level_downsamples[level]
     rgb = reader.read_level(level)
