@@ -20,10 +20,12 @@ from helpkit.errors import HelpkitError
 from helpkit.data import read_labels, read_size_classes
 from helpkit.layouts import size_class
 from helpkit.synth import make_competition, make_slide
+from helpkit.synth.artefacts import ArtefactRates
 from helpkit.synth.competition import MPP, deposit_shares, draw_split, largest_deposit_um, quotas, slide_plan, slide_side
 from helpkit.synth.plan import min_size, tumour_regions
 from helpkit.synth.presets import PRESETS, DepositMix, SplitSpec, get_preset
 from helpkit.synth.stain import BOUNDS, StainSpace, draw_look
+from helpkit.synth.tissue_render import render_tile
 
 LOOK_BOUNDS = {"h_gain": "h_gain", "e_gain": "e_gain", "white": "white", "hue_degrees": "hue",
                "saturation": "saturation", "brightness": "brightness"}
@@ -199,3 +201,22 @@ def test_a_phase2_split_holds_its_exact_quotas_and_measured_classes(phase2: Path
     rows = [line.split(",") for line in (phase2 / "labels.csv").read_text().splitlines()]
     assert rows[0] == ["slide_id", "label", "size_class"]
     assert {r[0]: r[2] for r in rows[1:]} == {s["slide_id"]: s["size_class"] for s in test}
+
+
+def test_pen_strokes_over_glass_are_drawn_not_skipped_as_glass_tiles(tmp_path: Path) -> None:
+    """Glass tiles are written as one constant tile unless an artefact's box reaches them."""
+    spec = SplitSpec("pen", "pen strokes", artefacts=ArtefactRates(pen=3))
+    make_slide(tmp_path / "s.tiff", 2048, seed=2, positive=False, spec=spec)
+    plan, look = slide_plan(2048, 2048, 2, False, spec), draw_look(2, spec.stain, spec.mpp)
+    glass, inked = look.background().astype(int), 0
+    with openslide.OpenSlide(tmp_path / "s.tiff") as slide:
+        for ty in range(plan.margin[1] // 256 * 256 + 256, 2048, 256):
+            for tx in range(plan.margin[0] // 256 * 256 + 256, 2048, 256):
+                if plan.tissue.window_max(tx, ty, tx + 256, ty + 256) > 0:
+                    continue
+                drawn = render_tile(plan, look, 1, tx, ty, 256).astype(int)
+                if np.abs(drawn - glass).max() > 30:
+                    inked += 1
+                    written = np.asarray(slide.read_region((tx, ty), 0, (256, 256)).convert("RGB")).astype(int)
+                    assert np.abs(written - drawn).mean() < 3, (tx, ty)
+    assert inked > 0
