@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,9 @@ from helpkit.scoring import (
     sensitivity_by_class,
     youden_threshold,
 )
+
+if TYPE_CHECKING:
+    from helpkit.ensemble.fitted import SlideEnsemble
 
 SEED_STYLE = "seed-style"
 PHASES = {"phase1": "default", "phase2": "help22"}
@@ -100,14 +104,19 @@ class Clock:
 
 
 def competition(out: Path, **params: object) -> Path:
-    """``make_competition(out, **params)`` unless ``out`` holds one whose ``synth.json`` has these params."""
+    """``make_competition(out, **params)`` unless ``out`` holds one whose ``synth.json`` records
+    these params and the presets as they are now (a recalibrated preset redraws the slides)."""
     from helpkit.synth import make_competition
+    from helpkit.synth.presets import get_preset
 
+    names = [str(params[k]) for k in ("phase1", "phase2") if params.get(k) is not None]
+    presets = json.loads(json.dumps({n: asdict(get_preset(n)) for n in names}))
     try:
         made = json.loads((out / "synth.json").read_text())["params"]
     except (OSError, ValueError, KeyError):
         made = None
-    if made is None or any(made.get(k) != v for k, v in params.items()) or not labels_file(out).is_file():
+    if (made is None or any(made.get(k) != v for k, v in params.items()) or made.get("presets") != presets
+            or not labels_file(out).is_file()):
         make_competition(out, **params)  # type: ignore[arg-type]
     return out
 
@@ -128,7 +137,7 @@ def with_fallback(scores: pd.Series, failures: list[str], fallback: float) -> pd
 
 
 def phase_scores(data: Path, models: dict[str, Path], configs: dict[str, SubmissionConfig],
-                 blends: dict[str, object], work: Path) -> pd.DataFrame:
+                 blends: dict[str, SlideEnsemble], work: Path) -> pd.DataFrame:
     """Every candidate's score of the test slides of ``data`` (columns), by slide id."""
     test = platform_folders(data)[1]
     seed_cfg, stacked_cfg = configs[SEED_STYLE], configs["stacked"]
@@ -142,7 +151,7 @@ def phase_scores(data: Path, models: dict[str, Path], configs: dict[str, Submiss
     for spec in stacked_cfg.models:
         scores[f"{spec.name} max"] = with_fallback(features[f"{spec.name}__max"], failures, fallback)
     for method, ensemble in blends.items():
-        proba = pd.Series(ensemble.predict_proba(features.reset_index()), index=features.index)  # type: ignore[attr-defined]
+        proba = pd.Series(ensemble.predict_proba(features.reset_index()), index=features.index)
         scores[f"{method} blend"] = with_fallback(proba, failures, fallback)
     scores[f"{STACK} stack"] = stack
     return pd.DataFrame(scores)
@@ -263,8 +272,9 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
         table.to_csv(out / "quality.csv", index=False)
         counts = {p: {c: int((truth[p]["size_class"] == c).sum()) for c in DEPOSIT_CLASSES} for p in PHASES}
         plot(table, counts, out / "quality.png")
-    print(f"\n{s.train} training slides; {s.test} test slides per phase ({', '.join(f'{p}: {PHASES[p]}' for p in PHASES)}), "
-          f"{s.size} px, seed {s.seed}; {s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide")
+    presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
+    print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
+          f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide")
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
