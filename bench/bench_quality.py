@@ -21,8 +21,8 @@ is macro / micro / itc at the candidate's Youden threshold chosen on phase 1 (ap
 to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.png`` to
 ``--out``, and prints the wall time of each stage.
 
-    .venv/bin/python bench/bench_quality.py            # 60 + 100 + 100 slides: an hour or more on 2 cores
-    .venv/bin/python bench/bench_quality.py --quick    # a smoke test, about a minute
+    .venv/bin/python bench/bench_quality.py            # 60 + 100 + 100 slides: hours on 2 cores the first time
+    .venv/bin/python bench/bench_quality.py --quick    # a smoke test: 2-3 minutes (four CNNs train)
 """
 
 from __future__ import annotations
