@@ -103,7 +103,8 @@ def test_optical_density_finds_faint_dim_and_grey_tissue(white: tuple, tissue: t
 
 
 def test_background_white_is_the_glass_per_channel() -> None:
-    np.testing.assert_allclose(background_white(_slide((242, 234, 208), (196, 150, 162))), (242, 234, 208), atol=4)
+    yellow = _slide((242, 234, 208), (196, 150, 162))
+    np.testing.assert_allclose(background_white(yellow), (242, 234, 208), atol=4)
     np.testing.assert_allclose(background_white(_slide((205, 205, 205), PINK)), 205, atol=4)
     mostly_tissue = _slide((240, 240, 240), PINK)
     mostly_tissue[10:118, 2:118] = PINK  # glass left on 1-2% of the scanned area
@@ -142,8 +143,9 @@ def test_pen_ink_on_glass_is_not_tissue_but_tissue_under_it_is() -> None:
     """Green, blue and black marker strokes across glass and tissue (ink multiplies the light
     through it): the ink on glass is left out, the tissue under it kept; H&E stays tissue."""
     rgb = _slide((242, 242, 242), (200, 150, 185)).astype(np.float64)
-    for rows, ink in (((18, 26), (0.35, 0.75, 0.45)), ((58, 66), (0.3, 0.4, 0.8)), ((94, 102), (0.25, 0.26, 0.28))):
-        rgb[rows[0] : rows[1], 10:110] *= ink
+    strokes = {(18, 26): (0.35, 0.75, 0.45), (58, 66): (0.3, 0.4, 0.8), (94, 102): (0.25, 0.26, 0.28)}
+    for (top, bottom), transmission in strokes.items():  # green, blue, black
+        rgb[top:bottom, 10:110] *= transmission
     mask, method = find_tissue(rgb.astype(np.uint8), min_object_pixels=16, max_hole_pixels=0)
     assert method == "od"
     glass = np.ones(mask.shape, bool)

@@ -143,17 +143,17 @@ def _darker_than(rgb: np.ndarray, white: np.ndarray, od: float) -> np.ndarray:
 
 
 def _ink(rgb: np.ndarray, lo: np.ndarray, white: np.ndarray) -> np.ndarray:
-    """Pen ink over glass. H&E absorbs green most; green ink absorbs green least, blue ink red
-    most, black ink all channels alike. Each ink's dense core is grown by two pixels over its
-    paler rim. Ink and stain ODs add, so under ink of OD direction (r, g, b) tissue shows as
-    ``od_g - (g / r) od_r > INK_TISSUE_OD``; g / r of each ink is a low percentile over its core
-    (lowest on glass, where the ink covers nothing)."""
+    """Pen ink over glass. H&E absorbs green most; blue ink absorbs red most and blue least,
+    green ink absorbs green less than red or blue, black ink all channels alike. Each ink's
+    dense core is grown by two pixels over its paler rim. Ink and stain ODs add, so under ink
+    of OD direction (r, g, b) tissue shows as ``od_g - (g / r) od_r > INK_TISSUE_OD``; g / r
+    of each ink is a low percentile over its core (lowest on glass, where it covers nothing)."""
     ink = np.zeros(lo.shape, dtype=bool)
     idx = np.flatnonzero(lo < float(white.max()) * np.exp(-INK_RIM_OD))
     od_r, od_g, od_b = _channel_od(rgb.reshape(-1, 3)[idx], white)
     strongest = np.maximum(np.maximum(od_r, od_g), od_b)
-    green = od_g < 0.8 * np.minimum(od_r, od_b)
-    blue = ~green & (od_r > 1.2 * od_g)
+    blue = (od_r > 1.2 * od_g) & (od_b < od_g)
+    green = ~blue & (od_g < 0.8 * np.maximum(od_r, od_b))
     black = ~green & ~blue & (np.minimum(np.minimum(od_r, od_g), od_b) > 0.85 * strongest)
     for kind, core_od in ((green, INK_OD), (blue, INK_OD), (black, INK_BLACK_OD)):
         core = kind & (strongest > core_od)
@@ -253,9 +253,10 @@ def find_tissue(
     """Boolean tissue mask of an RGB thumbnail and the criterion that made it (see the module).
 
     Pixels whose brightest channel is below ``black_value`` in regions touching the edge
-    (non-scanned margins, as in MRXS) are never tissue. Without visible glass the white is taken as 255. The saturation
-    fallback clamps Otsu's threshold to [``min_saturation``, ``max_saturation``]. Components
-    of at most ``min_object_pixels`` are removed and holes of at most ``max_hole_pixels`` filled.
+    (non-scanned margins, as in MRXS) are never tissue. Without visible glass the white is
+    taken as 255. The saturation fallback clamps Otsu's threshold to [``min_saturation``,
+    ``max_saturation``]. Components of at most ``min_object_pixels`` are removed and holes of
+    at most ``max_hole_pixels`` filled.
     """
     hi, lo = _extremes(rgb)
     scanned = ~_margin(hi, black_value)
