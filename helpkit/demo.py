@@ -31,16 +31,17 @@ class DemoSettings:
     n_test_phase2: int
     size: int
     seed: int
-    shift: float
     submission: str
+    phase1: str = "default"
+    """Preset of the training and phase-1 test slides (``helpkit.synth.presets``)."""
+    phase2: str = "help22"
+    """Preset of the phase-2 test slides: another lab, scanner, more mimics and small deposits."""
     layout: str = "help"
     """The synthetic competition's layout: help, camelyon16 or camelyon17 (``helpkit synth --layout``)."""
 
 
-DEFAULT = DemoSettings(n_train=16, n_test=10, n_test_phase2=10, size=4096, seed=0, shift=1.0,
-                       submission="demo-stacked")
-QUICK = DemoSettings(n_train=6, n_test=4, n_test_phase2=4, size=2048, seed=0, shift=1.0,
-                     submission="demo-quick")
+DEFAULT = DemoSettings(n_train=16, n_test=10, n_test_phase2=10, size=4096, seed=0, submission="demo-stacked")
+QUICK = DemoSettings(n_train=6, n_test=4, n_test_phase2=4, size=2048, seed=0, submission="demo-quick")
 
 
 class _Clock:
@@ -66,9 +67,12 @@ class _Step:
         self.clock.timings[self.name] = time.monotonic() - self.t0
 
 
-def _made(data: Path, layout: str) -> bool:
-    """Whether ``data`` holds a finished synthetic competition in ``layout`` (reused, not redrawn)."""
+def _made(data: Path, layout: str, expected: dict[str, Any]) -> bool:
+    """Whether ``data`` holds a finished synthetic competition in ``layout`` drawn with the
+    ``expected`` parameters by this generator (reused, not redrawn); anything else is redrawn."""
     import json
+
+    from helpkit.synth import generator_version
 
     try:
         params = json.loads((data / "synth.json").read_text())["params"]
@@ -76,7 +80,9 @@ def _made(data: Path, layout: str) -> bool:
         return False
     from helpkit.layouts import labels_file
 
-    return params.get("layout", "help") == layout and labels_file(data).is_file()
+    same = all(params.get(key) == value for key, value in expected.items())
+    return (same and params.get("layout", "help") == layout and params.get("generator") == generator_version()
+            and labels_file(data).is_file())
 
 
 def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path, Path]:
@@ -84,15 +90,19 @@ def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path,
 
     phase1, phase2 = out / "data", out / "data-phase2"
     with clock.step("synth", f"synthesizing a competition ({settings.layout} layout): {settings.n_train} training, "
-                    f"{settings.n_test} test slides of {settings.size} px, and a shifted phase-2 test set of "
-                    f"{settings.n_test_phase2}"):
-        if not _made(phase1, settings.layout):
+                    f"{settings.n_test} test slides of {settings.size} px ({settings.phase1} preset), and a phase-2 "
+                    f"test set of {settings.n_test_phase2} ({settings.phase2} preset)"):
+        common = {"size": settings.size, "phase1": settings.phase1}
+        first = common | {"n_train": settings.n_train, "n_test": settings.n_test, "seed": settings.seed}
+        if not _made(phase1, settings.layout, first | {"phase2": None}):
             make_competition(phase1, n_train=settings.n_train, n_test=settings.n_test, size=settings.size,
-                             seed=settings.seed, shift=0.0, layout=settings.layout)
-        if not _made(phase2, settings.layout):
+                             seed=settings.seed, layout=settings.layout, phase1=settings.phase1)
+        second = common | {"n_train": 2, "n_test": settings.n_test_phase2, "seed": settings.seed + 1}
+        if not _made(phase2, settings.layout, second | {"phase2": settings.phase2}):
             # Phase 2 only lends its test set; its two training slides are never used.
             make_competition(phase2, n_train=2, n_test=settings.n_test_phase2, size=settings.size,
-                             seed=settings.seed + 1, shift=settings.shift, layout=settings.layout)
+                             seed=settings.seed + 1, layout=settings.layout, phase1=settings.phase1,
+                             phase2=settings.phase2)
     _print_patch_counts(phase1)
     return phase1, phase2
 

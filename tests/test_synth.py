@@ -75,8 +75,8 @@ def test_slides_open_in_openslide_with_levels_and_mpp(tiny_competition: Path) ->
         with openslide.OpenSlide(tiny_competition / s["path"]) as slide:
             assert slide.level_dimensions == ((2048, 2048), (1024, 1024), (512, 512), (256, 256))
             assert slide.level_downsamples == pytest.approx((1.0, 2.0, 4.0, 8.0))
-            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.5)
-            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.5)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(1.0)
+            assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(1.0)
             assert slide.properties["openslide.level[0].tile-width"] == "256"
             top = np.asarray(slide.read_region((0, 0), 3, (256, 256)).convert("RGB")).astype(int)
             assert top.std() > 10  # real content, not a blank page

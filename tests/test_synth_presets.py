@@ -97,7 +97,7 @@ def test_presets_are_typed_specs_with_their_numbers_in_one_place() -> None:
     for name, spec in PRESETS.items():
         assert spec.name == name and spec.description
         json.dumps(asdict(spec))  # synth.json records the whole spec
-    assert PRESETS["scanner"].mpp == 0.25 and PRESETS["default"].mpp == 0.5
+    assert PRESETS["scanner"].mpp == 0.5 and PRESETS["default"].mpp == 1.0
     assert PRESETS["small-mets"].deposits.macro < PRESETS["default"].deposits.macro
     frozen, default = PRESETS["frozen"].artefacts, PRESETS["default"].artefacts
     assert all(getattr(frozen, f.name) > getattr(default, f.name) for f in fields(frozen))
@@ -156,7 +156,7 @@ def test_planned_deposit_classes_are_the_measured_ones(deposit: str) -> None:
     """Measured on the tumour mask as make_slide measures it, at both scanner resolutions."""
     for name in ("default", "scanner"):
         spec = PRESETS[name]
-        side = slide_side(8192, spec.mpp)
+        side = slide_side(4096, spec.mpp)
         for seed in range(3):
             plan = slide_plan(side, side, seed, True, spec, deposit)
             regions = tumour_regions(plan.tumour_mask(16), 16)
@@ -165,10 +165,10 @@ def test_planned_deposit_classes_are_the_measured_ones(deposit: str) -> None:
 
 def test_shares_of_deposits_too_big_for_the_slide_go_to_the_next_class() -> None:
     spec = PRESETS["default"]
-    assert slide_side(8192, spec.mpp) >= min_size("macro", spec.mpp)
-    assert deposit_shares(spec, 8192) == asdict(spec.deposits)
+    assert slide_side(4096, spec.mpp) >= min_size("macro", spec.mpp)  # 4 mm at the base 1 um/px
+    assert deposit_shares(spec, 4096) == asdict(spec.deposits)
     assert deposit_shares(spec, 2048) == pytest.approx({"macro": 0, "micro": 0.85, "itc": 0.15})
-    assert deposit_shares(spec, 1024) == pytest.approx({"macro": 0, "micro": 0, "itc": 1})
+    assert deposit_shares(spec, 640) == pytest.approx({"macro": 0, "micro": 0, "itc": 1})
     assert deposit_shares(PRESETS["scanner"], 2048) == deposit_shares(spec, 2048)  # same tissue
 
 

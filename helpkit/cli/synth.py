@@ -21,8 +21,9 @@ def synth(
     test: Annotated[int, typer.Option(
         "--test", help="Number of test slides, about half positive; their labels go to labels.csv.")] = 4,
     size: Annotated[int, typer.Option(
-        "--size", help="Level-0 side of each square slide in pixels at 0.5 um/px (at least 1024); a "
-        "preset scanned at 0.25 um/px writes twice the pixels of the same tissue.")] = 8192,
+        "--size", help="Level-0 side of each square slide in pixels at the base 1 um/px, so also its side in "
+        "microns (at least 1024; macro-metastases need about 4096); a preset scanned at 0.5 um/px writes "
+        "twice the pixels of the same tissue.")] = 4096,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed and options give the same bytes.")] = 0,
     shift: Annotated[float, typer.Option(
         "--shift", help="Moves the test slides' stain centre towards the bounds of the stain space (bluer, "
@@ -47,7 +48,7 @@ def synth(
 
     Each split is drawn from a preset (stain space, scanner mpp and JPEG quality, deposit mix, mimic share, artefact rates): train from --phase1 ('default'), test from --phase2 when given (a phase-2 test set).
 
-    Cost: about 0.4 s of CPU per level-0 megapixel (a 4096 px slide about 6 s), in bounded memory.
+    Cost: about 0.4 s of CPU per level-0 megapixel (a 4096 px slide at 1 um/px about 6 s), in bounded memory.
 
     Test masks are kept aside in truth/mask, test labels and size classes in labels.csv; synth.json records the presets and every slide's label, tumour regions (level-0 boxes), largest deposit, mimics, artefacts and look.
 

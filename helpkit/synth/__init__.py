@@ -21,6 +21,7 @@ from helpkit.lazy import lazy_exports
 _EXPORTS = {
     "make_competition": "competition",
     "make_slide": "competition",
+    "generator_version": "competition",
     "PRESETS": "presets",
     "SplitSpec": "presets",
     "get_preset": "presets",

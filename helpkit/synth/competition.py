@@ -1,8 +1,8 @@
 """One synthetic slide (``make_slide``) and a whole competition in the HeLP layout.
 
 Cost, measured on a shared 2-core machine: about 0.4 s of CPU per level-0 megapixel (a
-4096 px slide at 0.5 um/px, 2 mm a side: about 6 s; the same tissue at 0.25 um/px: about
-23 s), tile by tile in under 200 MB whatever the size.
+4096 px slide at the base 1 um/px, 4 mm a side: about 6 s; the same tissue at 0.5 um/px about
+four times that), tile by tile in under 200 MB whatever the size.
 """
 
 from __future__ import annotations
@@ -28,8 +28,22 @@ from helpkit.synth.stain import draw_look
 from helpkit.synth.tiff import TILE, write_pyramid
 from helpkit.synth.tissue_render import render_tile
 
-MPP = 0.5
-"""Base microns per level-0 pixel (a 20x scan); ``size`` arguments count pixels at it."""
+MPP = 1.0
+"""Base microns per level-0 pixel (a 10x scan); ``size`` arguments count pixels at it. Coarser
+than a diagnostic 20x/40x scan so a 4 mm node section is 4096 px and a benchmark of hundreds of
+slides renders in minutes on CPU cores; geometry is in microns, so nothing downstream depends on
+it, and the ``scanner`` preset writes the same tissue at 0.5 um/px."""
+
+
+def generator_version() -> str:
+    """A hash of the generator's source (every module of ``helpkit.synth``): recorded in
+    synth.json, so data drawn by another version of the generator is never reused as if current."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 MIN_SIZE = 1024
 """Smallest level-0 side: room for tissue, a margin and a micro-metastasis."""
@@ -204,7 +218,7 @@ def make_competition(
     out: str | Path,
     n_train: int = 8,
     n_test: int = 4,
-    size: int = 8192,
+    size: int = 4096,
     seed: int = 0,
     shift: float = 0.0,
     mask_downsample: int = MASK_DOWNSAMPLE,
@@ -246,7 +260,7 @@ def make_competition(
     rng = np.random.default_rng([seed, 0xC0])
     order = draw_split(rng, "train", n_train, train_spec, size) + draw_split(rng, "test", n_test, test_spec, size)
     params = {"n_train": n_train, "n_test": n_test, "size": size, "seed": seed, "shift": shift,
-              "mask_downsample": mask_downsample, "mpp": MPP, "tile": TILE, "phase1": phase1, "phase2": phase2,
+              "mask_downsample": mask_downsample, "mpp": MPP, "tile": TILE, "generator": generator_version(), "phase1": phase1, "phase2": phase2,
               "presets": {spec.name: asdict(spec) for spec in (train_spec, test_spec)},
               "deposit_shares": {"train": deposit_shares(train_spec, size), "test": deposit_shares(test_spec, size)}}
     if layout != "help":

@@ -40,8 +40,8 @@ class SplitSpec:
     description: str
     """A few words; ``summary()`` adds the numbers (``helpkit synth --help``)."""
     stain: StainSpace = field(default_factory=StainSpace)
-    mpp: float = 0.5
-    """Level-0 microns per pixel (0.5: a 20x scan, 0.25: 40x)."""
+    mpp: float = 1.0
+    """Level-0 microns per pixel (1.0: a 10x scan, the synthetic default; 0.5: 20x; 0.25: 40x)."""
     jpeg_quality: int = 90
     deposits: DepositMix = field(default_factory=DepositMix)
     mimics: float = 0.10
@@ -78,10 +78,10 @@ PRESETS: dict[str, SplitSpec] = {
         SplitSpec("default", "phase 1", artefacts=PHASE1_ARTEFACTS),
         SplitSpec("stain", "another lab's stain and scanner colour (bluer, paler, more H, less E, some faded)",
                   stain=_STAIN_SHIFT, jpeg_quality=80, artefacts=PHASE1_ARTEFACTS),
-        SplitSpec("scanner", "another scanner: 40x, softer focus, stronger JPEG",
+        SplitSpec("scanner", "another scanner: 20x (twice the pixels of the same tissue), softer focus, stronger JPEG",
                   stain=StainSpace(hue=2.0, saturation=1.06, blur_um=0.45, blur_spread=0.15, blur_tail=0.15,
                                    white=248.0),
-                  mpp=0.25, jpeg_quality=60, artefacts=PHASE1_ARTEFACTS),
+                  mpp=0.5, jpeg_quality=60, artefacts=PHASE1_ARTEFACTS),
         SplitSpec("frozen", "frozen sections: ice-crystal holes, folds, crush and out-of-focus bands, pen marks",
                   stain=StainSpace(saturation=0.9, h_gain=1.1, e_gain=0.85, blur_um=0.3, blur_tail=0.2,
                                    faded=0.3),
