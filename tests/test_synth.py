@@ -96,8 +96,8 @@ def test_tiles_join_without_seams(downsample: int) -> None:
     """Each pixel is a function of its level-0 position: four tiles equal one big tile."""
     plan = make_plan(4096, 4096, seed=7, positive=True)
     look = look_for(7, shift=0.0)
-    i, j = np.unravel_index(np.argmax(plan.tumour.values), plan.tumour.values.shape)
-    x0, y0 = int(j * plan.tumour.cell) - 128 * downsample, int(i * plan.tumour.cell) - 128 * downsample
+    dep = plan.tumour.items[0]
+    x0, y0 = int(dep.cx) - 128 * downsample, int(dep.cy) - 128 * downsample
     big = render_tile(plan, look, downsample, x0, y0, 256)
     step = 128 * downsample
     quads = [[render_tile(plan, look, downsample, x0 + c * step, y0 + r * step, 128) for c in (0, 1)] for r in (0, 1)]

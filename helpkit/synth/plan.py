@@ -231,8 +231,8 @@ def make_plan(
     deposits whose largest is of class ``deposit`` if positive (None: macro or micro at
     random, macro only where it fits), tumour mimics if ``mimics``, and ``artefacts``.
 
-    Raises HelpkitError for an unknown class, a deposit on a negative slide, or a macro
-    deposit on a slide too small to hold one at ``mpp``.
+    Raises HelpkitError for an unknown class, a deposit on a negative slide, or a slide too
+    small at ``mpp`` for its deposit's class (the message names the smallest side).
     """
     if deposit is not None and deposit not in DEPOSIT_CLASSES:
         raise HelpkitError(f"unknown deposit class {deposit!r}: choose one of {', '.join(DEPOSIT_CLASSES)}")

@@ -49,7 +49,7 @@ STROMA = NucleusKind("stroma", 16.0, 3.0, 0.15, (3.0, 5.0), 0.0, 1.3, 0.0)
 LYMPHOCYTE = NucleusKind("lymphocyte", 7.6, 3.4, 0.08, (1.0, 1.15), 0.0, 1.4, 0.0)
 HISTIOCYTE = NucleusKind("histiocyte", 20.0, 5.2, 0.12, (1.2, 1.9), 0.08, 1.0, 0.5)
 CENTROBLAST = NucleusKind("centroblast", 10.5, 4.6, 0.12, (1.0, 1.3), 0.06, 1.15, 0.45)
-TUMOUR = NucleusKind("tumour", 14.0, 6.2, 0.25, (1.0, 1.6), 0.2, 1.5, 0.3)
+TUMOUR = NucleusKind("tumour", 14.0, 6.2, 0.25, (1.0, 1.6), 0.2, 1.4, 0.3)
 KINDS = (STROMA, LYMPHOCYTE, HISTIOCYTE, CENTROBLAST, TUMOUR)
 _INDEX = {kind.name: k for k, kind in enumerate(KINDS)}
 """Each kind's lattice hash key (by name: a slide's tumour kind is a variant of TUMOUR)."""
@@ -58,7 +58,7 @@ _TEXTURE = np.random.default_rng(20170).random((8, 128, 128)).astype(np.float32)
 """Fixed chromatin grain, indexed by a nucleus's hash and pixel offset (tile-independent)."""
 
 _NOISE = {"density": (21, 220.0), "tumour": (22, 260.0), "nest": (23, 45.0), "cords": (24, 70.0),
-          "fibrosis": (25, 200.0)}
+          "fibrosis": (25, 200.0), "cells": (26, 7.0)}
 """Per-pixel composition noise: seed offset and spacing in microns."""
 
 
@@ -68,7 +68,7 @@ def _phenotype(seed: int) -> tuple[float, float, float, float, float]:
     lymphocytes' haematoxylin gain. Tumours and nodes differ between patients, so no one
     colour marks tumour."""
     u = hash_uniform16(seed, 19, count=5).astype(float)
-    return 0.24 * u[0], 0.85 + 0.3 * u[1], 0.02 + 0.25 * u[2], 0.55 + 0.3 * u[3], 0.85 + 0.3 * u[4]
+    return 0.07 + 0.14 * u[0], 0.85 + 0.3 * u[1], 0.01 + 0.07 * u[2], 0.55 + 0.3 * u[3], 0.85 + 0.3 * u[4]
 
 
 def slide_kinds(seed: int) -> tuple[NucleusKind, ...]:
@@ -116,6 +116,7 @@ def _composition(plan: SlidePlan, xs: np.ndarray, ys: np.ndarray, grid: bool) ->
         "germinal": germinal,
         "septa": septa,
         "tumour_density": 0.45 + 0.55 * noise("tumour", tumour),
+        "cell_grain": noise("cells", tumour) if grid else 0.5,
         "tumour_cyto": cyto,
         "tils": tils,
     }
@@ -131,7 +132,7 @@ def presence(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                                 + 0.3 * c["germinal"]) + 0.3 * c["septa"] + c["tils"] * t,
         "histiocyte": normal * (0.3 * c["sinus"] + 0.92 * c["histio"] + 0.1 * c["germinal"]),
         "centroblast": normal * 0.85 * c["germinal"],
-        "tumour": t * 0.9 * c["tumour_density"],
+        "tumour": t * 0.95 * c["tumour_density"],
     }
 
 
@@ -143,7 +144,9 @@ def _eosin(c: dict[str, np.ndarray]) -> np.ndarray:
         normal * (0.2 * c["lymph"] + 0.11 * c["sinus"] + 0.5 * c["stroma"] + 0.38 * c["histio"]
                   + 0.26 * c["germinal"] + 0.15 * np.clip(1 - c["lymph"] - c["sinus"] - c["stroma"]
                                                           - c["histio"] - c["germinal"], 0, 1))
-        + tumour * c["tumour_cyto"] * (0.7 + 0.6 * c["tumour_density"]) + 0.5 * c["septa"]
+        # cytoplasm of cells in a sheet: uneven from cell to cell
+        + tumour * c["tumour_cyto"] * (0.7 + 0.6 * c["tumour_density"]) * (0.4 + 1.2 * c["cell_grain"])
+        + 0.5 * c["septa"]
     ).astype(np.float32)
 
 
