@@ -46,7 +46,7 @@ INK_OD = 0.25
 INK_RIM_OD = 0.05
 """Ink rims (grown from cores): strongest channel OD above this."""
 
-INK_BLACK_OD = 0.4
+INK_BLACK_OD = 0.8
 """Black ink cores: neutral pixels whose strongest channel OD exceeds this."""
 
 INK_TISSUE_OD = 0.08
