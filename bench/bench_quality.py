@@ -81,7 +81,7 @@ class Settings:
     """The submission whose three CNNs give the per-model, blend and stack candidates."""
 
 
-FULL = Settings(train=60, test=100, size=4096, seed=0, epochs=6, folds=3, patches=400, stacked="demo-stacked")
+FULL = Settings(train=60, test=100, size=4096, seed=0, epochs=4, folds=3, patches=240, stacked="demo-stacked")
 QUICK = Settings(train=6, test=6, size=2048, seed=0, epochs=1, folds=2, patches=32, stacked="demo-quick")
 
 
@@ -104,20 +104,11 @@ class Clock:
 
 
 def competition(out: Path, **params: object) -> Path:
-    """``make_competition(out, **params)`` unless ``out`` holds one whose ``synth.json`` records
-    these params, the presets as they are now (a recalibrated preset redraws the slides) and
-    this generator's source hash (a changed renderer redraws them too)."""
-    from helpkit.synth import generator_version, make_competition
-    from helpkit.synth.presets import get_preset
+    """``make_competition(out, **params)`` unless ``out`` holds what it would draw now
+    (``helpkit.synth.is_current``: the parameters, the presets' numbers, the generator's source)."""
+    from helpkit.synth import is_current, make_competition
 
-    names = [str(params[k]) for k in ("phase1", "phase2") if params.get(k) is not None]
-    presets = json.loads(json.dumps({n: asdict(get_preset(n)) for n in names}))
-    try:
-        made = json.loads((out / "synth.json").read_text())["params"]
-    except (OSError, ValueError, KeyError):
-        made = None
-    if (made is None or any(made.get(k) != v for k, v in params.items()) or made.get("presets") != presets
-            or made.get("generator") != generator_version() or not labels_file(out).is_file()):
+    if not is_current(out, **params):
         make_competition(out, **params)  # type: ignore[arg-type]
     return out
 

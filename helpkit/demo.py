@@ -67,42 +67,21 @@ class _Step:
         self.clock.timings[self.name] = time.monotonic() - self.t0
 
 
-def _made(data: Path, layout: str, expected: dict[str, Any]) -> bool:
-    """Whether ``data`` holds a finished synthetic competition in ``layout`` drawn with the
-    ``expected`` parameters by this generator (reused, not redrawn); anything else is redrawn."""
-    import json
-
-    from helpkit.synth import generator_version
-
-    try:
-        params = json.loads((data / "synth.json").read_text())["params"]
-    except (OSError, ValueError, KeyError):
-        return False
-    from helpkit.layouts import labels_file
-
-    same = all(params.get(key) == value for key, value in expected.items())
-    return (same and params.get("layout", "help") == layout and params.get("generator") == generator_version()
-            and labels_file(data).is_file())
-
-
 def _synthesize(out: Path, settings: DemoSettings, clock: _Clock) -> tuple[Path, Path]:
-    from helpkit.synth import make_competition
+    from helpkit.synth import is_current, make_competition
 
     phase1, phase2 = out / "data", out / "data-phase2"
     with clock.step("synth", f"synthesizing a competition ({settings.layout} layout): {settings.n_train} training, "
                     f"{settings.n_test} test slides of {settings.size} px ({settings.phase1} preset), and a phase-2 "
                     f"test set of {settings.n_test_phase2} ({settings.phase2} preset)"):
-        common = {"size": settings.size, "phase1": settings.phase1}
+        common = {"size": settings.size, "layout": settings.layout, "phase1": settings.phase1}
         first = common | {"n_train": settings.n_train, "n_test": settings.n_test, "seed": settings.seed}
-        if not _made(phase1, settings.layout, first | {"phase2": None}):
-            make_competition(phase1, n_train=settings.n_train, n_test=settings.n_test, size=settings.size,
-                             seed=settings.seed, layout=settings.layout, phase1=settings.phase1)
-        second = common | {"n_train": 2, "n_test": settings.n_test_phase2, "seed": settings.seed + 1}
-        if not _made(phase2, settings.layout, second | {"phase2": settings.phase2}):
-            # Phase 2 only lends its test set; its two training slides are never used.
-            make_competition(phase2, n_train=2, n_test=settings.n_test_phase2, size=settings.size,
-                             seed=settings.seed + 1, layout=settings.layout, phase1=settings.phase1,
-                             phase2=settings.phase2)
+        # Phase 2 only lends its test set; its two training slides are never used.
+        second = common | {"n_train": 2, "n_test": settings.n_test_phase2, "seed": settings.seed + 1,
+                           "phase2": settings.phase2}
+        for folder, params in ((phase1, first), (phase2, second)):
+            if not is_current(folder, **params):  # reused only if drawn now with these parameters
+                make_competition(folder, **params)
     _print_patch_counts(phase1)
     return phase1, phase2
 

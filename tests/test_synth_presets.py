@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +220,19 @@ def test_pen_strokes_over_glass_are_drawn_not_skipped_as_glass_tiles(tmp_path: P
                     written = np.asarray(slide.read_region((tx, ty), 0, (256, 256)).convert("RGB")).astype(int)
                     assert np.abs(written - drawn).mean() < 3, (tx, ty)
     assert inked > 0
+
+
+def test_data_is_reused_only_if_drawn_now_with_the_same_parameters(phase2: Path, monkeypatch) -> None:
+    from helpkit.synth import competition, is_current
+
+    params = dict(n_train=2, n_test=12, size=1536, seed=2, phase2="help22", shift=3)
+    assert is_current(phase2, **params)
+    assert not is_current(phase2, **(params | {"seed": 3}))
+    assert not is_current(phase2, **(params | {"phase2": None}))
+    assert not is_current(phase2.parent / "missing", **params)
+    calibrated = replace(PRESETS["help22"], mimics=0.5)  # a recalibrated preset redraws
+    monkeypatch.setitem(PRESETS, "help22", calibrated)
+    assert not is_current(phase2, **params)
+    monkeypatch.undo()
+    monkeypatch.setattr(competition, "generator_version", lambda: "another renderer")
+    assert not is_current(phase2, **params)

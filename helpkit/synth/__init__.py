@@ -22,6 +22,7 @@ _EXPORTS = {
     "make_competition": "competition",
     "make_slide": "competition",
     "generator_version": "competition",
+    "is_current": "competition",
     "PRESETS": "presets",
     "SplitSpec": "presets",
     "get_preset": "presets",

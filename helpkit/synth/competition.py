@@ -36,12 +36,14 @@ it, and the ``scanner`` preset writes the same tissue at 0.5 um/px."""
 
 
 def generator_version() -> str:
-    """A hash of the generator's source (every module of ``helpkit.synth``): recorded in
-    synth.json, so data drawn by another version of the generator is never reused as if current."""
+    """A hash of the generator's source (the modules of ``helpkit.synth`` but ``presets``, whose
+    numbers synth.json records in full): recorded in synth.json, so data drawn by another version
+    of the generator is never reused as if current, while recalibrating one preset redraws only
+    the splits drawn from it."""
     import hashlib
 
     digest = hashlib.blake2b(digest_size=8)
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(p for p in Path(__file__).parent.glob("*.py") if p.name != "presets.py"):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -62,6 +64,27 @@ def _constant_tile(plan: SlidePlan, boxes: list[Box], ds: float, x0: int, y0: in
     if x0 >= plan.margin[0] and y0 >= plan.margin[1]:
         return "glass"
     return None
+
+
+def is_current(out: str | Path, **params: Any) -> bool:
+    """Whether ``out`` holds a finished competition that ``make_competition(out, **params)`` would
+    draw now: the same parameters (``phase1`` 'default', no ``phase2``, ``layout`` 'help' when not given), the
+    presets' numbers as they are now and this generator's source. Callers reuse such data and
+    redraw anything else."""
+    import json
+
+    from helpkit.layouts import labels_file
+
+    try:
+        made = json.loads((Path(out) / "synth.json").read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    params = {"phase1": "default", "phase2": None, "layout": "help"} | params
+    names = [params["phase1"]] + ([params["phase2"]] if params.get("phase2") else [])
+    presets = json.loads(json.dumps({name: asdict(get_preset(name)) for name in names}))
+    return (all(made.get(key, "help" if key == "layout" else None) == value for key, value in params.items())
+            and made.get("presets") == presets and made.get("generator") == generator_version()
+            and labels_file(Path(out)).is_file())
 
 
 def slide_side(size: int, mpp: float) -> int:
