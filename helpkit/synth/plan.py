@@ -87,13 +87,17 @@ class Deposit:
         r = self.reach()
         return self.cx - r, self.cy - r, self.cx + r, self.cy + r
 
-    def value(self, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-        """> 0 inside the deposit (points broadcast together)."""
+    def value(self, xs: np.ndarray, ys: np.ndarray, grid: bool) -> np.ndarray:
+        """> 0 inside the deposit, on the grid ``ys`` x ``xs`` or at points (``xs[k]``, ``ys[k]``)."""
+        if grid:
+            gx, gy = xs[None, :], ys[:, None]
+            noise = value_noise(self.seed, xs, ys, 0.6 * self.b)
+        else:
+            gx, gy = xs, ys
+            noise = value_noise_points(self.seed, xs, ys, 0.6 * self.b)
         c, s = np.cos(self.angle), np.sin(self.angle)
         dx, dy = gx - self.cx, gy - self.cy
         d = np.sqrt(((dx * c + dy * s) / self.a) ** 2 + ((-dx * s + dy * c) / self.b) ** 2)
-        gx, gy = np.broadcast_arrays(gx, gy)
-        noise = value_noise_points(self.seed, gx.ravel(), gy.ravel(), 0.6 * self.b).reshape(gx.shape)
         return (1.0 - d * (1.0 + self.wobble * (2.0 * noise - 1.0))).astype(np.float32)
 
 
@@ -121,7 +125,7 @@ class Deposits:
             if j0 >= j1 or i0 >= i1:
                 continue
             sx, sy = xs[j0:j1], ys[i0:i1]
-            v = self._cap(dep.value(sx[None, :], sy[:, None]), self.tissue.grid(sx, sy))
+            v = self._cap(dep.value(sx, sy, grid=True), self.tissue.grid(sx, sy))
             np.maximum(out[i0:i1, j0:j1], v, out=out[i0:i1, j0:j1])
         return out
 
@@ -136,7 +140,7 @@ class Deposits:
             x0, y0, x1, y1 = dep.box()
             sel = np.flatnonzero((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))
             if len(sel):
-                v = self._cap(dep.value(xs[sel], ys[sel]), self.tissue.points(xs[sel], ys[sel]))
+                v = self._cap(dep.value(xs[sel], ys[sel], grid=False), self.tissue.points(xs[sel], ys[sel]))
                 out[sel] = np.maximum(out[sel], v)
         return out
 
@@ -434,7 +438,7 @@ def _longest_um(deposits: list[Deposit], tissue: Plan2D | None, um: float) -> fl
         x0, y0, x1, y1 = dep.box()
         step = max(dep.b / 40, 0.5)
         sx, sy = np.arange(x0, x1, step), np.arange(y0, y1, step)
-        v = dep.value(sx[None, :], sy[:, None])
+        v = dep.value(sx, sy, grid=True)
         if tissue is not None:
             v = np.minimum(v, 4.0 * (tissue.grid(sx, sy) - TUMOUR_INSET))
         labels, _ = ndimage.label(v > 0, structure=np.ones((3, 3), bool))
