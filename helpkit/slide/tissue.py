@@ -6,9 +6,9 @@ hue, fading, brightness and white balance. The threshold adapts to each slide (t
 noise or the triangle threshold, capped by Otsu's, on the OD histogram). A mask covering
 almost nothing or almost everything is implausible: then the saturation criterion (Otsu on
 HSV saturation, the former method) and last a fixed OD floor are tried, and
-``TissueMask.method`` says which one made the mask. Black non-scanned margins and strongly
-pen ink (green, blue, black) on glass are never tissue; small specks are removed and small holes
-filled. Vectorised throughout (numpy + scipy.ndimage).
+``TissueMask.method`` says which one made the mask. Black non-scanned margins and pen ink
+(green, blue, black) on glass are never tissue; tissue under ink is. Small specks are removed
+and small holes filled. Vectorised throughout (numpy + scipy.ndimage).
 """
 
 from __future__ import annotations
