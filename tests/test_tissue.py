@@ -176,3 +176,19 @@ def test_single_level_slide_gets_a_mask_at_the_asked_resolution(tmp_path: Path) 
     assert mask.downsample == 16 and mask.mask.shape == (64, 64)
     assert mask.mask[20:44, 20:44].all() and not mask.mask[:12].any()
     assert mask.method == "od" and not mask.fallback
+
+
+def test_a_fallback_mask_is_logged_naming_the_slide(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rgb = np.full((1024, 1024, 3), 245, np.uint8)
+    rgb[500:510, 500:510] = PINK  # a speck: the OD mask covers almost nothing
+    path = write_pyramid(tmp_path / "speck.tiff", rgb, levels=1, tile=64)
+    with SlideReader(path) as reader, caplog.at_level("WARNING", logger="helpkit.slide"):
+        mask = tissue_mask(reader, 8.0)
+    assert mask.fallback
+    assert any("speck.tiff" in r.message and "fallback" in r.message for r in caplog.records)
+    caplog.clear()
+    ok = write_pyramid(tmp_path / "ok.tiff", np.where(np.arange(1024)[:, None, None] < 512, PINK, 245).astype(np.uint8),
+                       levels=1, tile=64)
+    with SlideReader(ok) as reader, caplog.at_level("WARNING", logger="helpkit.slide"):
+        assert not tissue_mask(reader, 8.0).fallback
+    assert not caplog.records

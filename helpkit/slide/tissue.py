@@ -20,7 +20,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from helpkit.slide.geometry import MPP_TOLERANCE, TISSUE_MPP
-from helpkit.slide.reader import SlideReader
+from helpkit.slide.reader import SlideReader, log
 
 OD_MIN_THRESHOLD = 0.02
 """Lowest adaptive OD threshold (mean over channels): scanner noise and JPEG on glass stay below."""
@@ -340,4 +340,7 @@ def tissue_mask(
         max_hole_pixels=int(max_hole_area0 / ds**2),
         **thresholds,  # type: ignore[arg-type]
     )
+    if method != "od":
+        log.warning("%s: tissue found by the %s fallback (the optical-density mask covered almost nothing "
+                    "or almost everything)", reader.path, method)
     return TissueMask(mask=mask, downsample=ds, method=method)
