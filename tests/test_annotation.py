@@ -258,7 +258,10 @@ def test_index_leaves_exclusion_out(tissue_slide: Path, tmp_path: Path, kind: st
         data["features"] = [{**data["features"][0], "geometry": {"type": "MultiPolygon", "coordinates": [
             f["geometry"]["coordinates"] for f in data["features"]]}}]
         path.write_text(json.dumps(data))
-    result = index_slide(tissue_slide, path, 1, IndexConfig(balance=False))
+    from helpkit.slide.geometry import PatchGeometry
+
+    # 64 px at 0.5 um/px: 128-pixel cells of the 0.25 um/px test slide, which the polygons are drawn on
+    result = index_slide(tissue_slide, path, 1, IndexConfig(geometry=PatchGeometry(mpp=0.5), balance=False))
     assert (result.n_tumour, result.n_normal, result.n_ambiguous) == (32 + 16, 192 - 36 - 16, 4)
     patches = result.patches
     cells = {(r, c): label for r, c, label in zip(patches["row"], patches["col"], patches["label"])}

@@ -70,8 +70,8 @@ def test_tissue_mask_excludes_margin_and_glass(tiny_competition: Path, truth: di
     assert any(s["margin"]["left"] + s["margin"]["top"] > 0 for s in truth.values())
     for slide in truth.values():
         with SlideReader(tiny_competition / slide["path"]) as reader:
-            tissue = tissue_mask(reader, 2.0)  # 0.25 um/px slides: downsample 8
-            thumb = reader.read_level(reader.best_level_for_downsample(8.0))
+            tissue = tissue_mask(reader, 8.0)  # 1 um/px slides: downsample 8
+            thumb = reader.read_level(reader.best_level_for_downsample(tissue.downsample))
         mask, ds = tissue.mask, tissue.downsample
         left, top = (int(slide["margin"][k] // ds) for k in ("left", "top"))
         assert not mask[:, :left].any() and not mask[:top].any(), "black margin is not tissue"
@@ -92,7 +92,7 @@ def test_grid_is_level0_and_round_trips_with_read_region(tiny_competition: Path,
         grid = grid_for(reader, PatchGeometry())
         for _, patch in index.sample(5, random_state=0).iterrows():
             assert grid.cell_xy(patch["row"], patch["col"]) == (patch["x"], patch["y"])
-            ours = reader.read_region_mpp((patch["x"], patch["y"]), 0.5, (64, 64))  # level 1 as it is
+            ours = reader.read_region_mpp((patch["x"], patch["y"]), 2.0, (64, 64))  # level 1 (1 um/px slides) as it is
             theirs = np.asarray(direct.read_region((int(patch["x"]), int(patch["y"])), 1, (64, 64)))[..., :3]
             np.testing.assert_array_equal(ours, theirs)
             level0 = reader.read_region((patch["x"], patch["y"]), 0, (128, 128)).astype(float)
@@ -129,7 +129,7 @@ def test_index_slide_output_and_seed(tiny_competition: Path, truth: dict[str, di
     assert list(first.columns) == INDEX_COLUMNS
     pd.testing.assert_frame_equal(first, again)
     assert not first[["row", "col"]].equals(other[["row", "col"]])
-    assert set(first["slide_label"]) == {1} and set(first["mpp"]) == {0.5} and set(first["patch_size"]) == {64}
+    assert set(first["slide_label"]) == {1} and set(first["mpp"]) == {2.0} and set(first["patch_size"]) == {64}
     assert index_geometry(first) == PatchGeometry()
     with pytest.raises(HelpkitError, match="positive slide has no tumour mask"):
         index_slide(args[0], None, 1)
