@@ -1,7 +1,7 @@
 """``helpkit demo``: a whole competition end to end on synthetic data, judged by one report.
 
-Synthesizes a phase-1-like competition and a phase-2-like test set (stain/scanner shift),
-builds the stacked-ensemble submission image, validates it in Docker under the platform
+Synthesizes a phase-1 competition (the default preset) and a phase-2 test set (help22:
+another lab's stain, scanner and case mix), builds the stacked-ensemble submission image, validates it in Docker under the platform
 contract (train once, infer on both test sets), scores both ``output.csv`` files and the
 simple model's max-probability score against the held-aside labels, and writes the report.
 """

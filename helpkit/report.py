@@ -122,7 +122,7 @@ def _shift_figure(scores: dict[str, dict[str, dict[str, float]]]) -> str:
             hi.append(r["ci_high"] - r["auc"])
         ax.bar(xs, ys, width=width * 0.9, yerr=[lo, hi], capsize=4, label=name)
     ax.set_xticks(range(len(phases)), phases)
-    ax.set(ylabel="AUC (95% CI)", ylim=(0, 1.05), title="Test AUC: phase 1 vs phase 2 (shifted)")
+    ax.set(ylabel="AUC (95% CI)", ylim=(0, 1.05), title="Test AUC: phase 1 vs phase 2 (another lab, scanner, case mix)")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.legend(fontsize="small", loc="lower left")
     return _png(fig)
@@ -864,7 +864,7 @@ def _demo_sections(run: dict[str, Any], run_dir: Path) -> list[str]:
         sections.append(f"<p>Image <code>{html.escape(run['submission']['image'])}</code> "
                         f"({run['submission'].get('image_size_bytes', 0) / 2**20:.0f} MiB)</p>")
     if scores:
-        sections += ["<h2>Phase 1 vs phase 2: the drop under the stain/scanner shift</h2>", _shift_figure(scores)]
+        sections += ["<h2>Phase 1 vs phase 2: the drop under the phase-2 shift (stain, scanner, case mix)</h2>", _shift_figure(scores)]
     return sections
 
 

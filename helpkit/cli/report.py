@@ -16,7 +16,7 @@ def demo(
     layout: str = typer.Option("help", "--layout", help="The synthetic competition's layout: help (HeLP), "
                                "camelyon16 or camelyon17 (ASAP XML annotations, reference.csv / stage CSV)."),
 ) -> None:
-    """Synthesize a competition (plus a shifted phase-2 test set), build the stacked-ensemble
+    """Synthesize a competition (plus a phase-2 test set from the help22 preset), build the stacked-ensemble
     image, validate it under the platform contract on both test sets, score, and write a report."""
     from helpkit.demo import run_demo
 
