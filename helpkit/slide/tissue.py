@@ -279,24 +279,10 @@ def find_tissue(
     return ~_drop_small(~mask, max_hole_pixels) & usable, method
 
 
-def tissue_from_rgb(
-    rgb: np.ndarray,
-    *,
-    black_value: int = 50,
-    min_saturation: float = 0.04,
-    max_saturation: float = 0.2,
-    min_object_pixels: int = 64,
-    max_hole_pixels: int = 64,
-) -> np.ndarray:
-    """Boolean tissue mask of an RGB thumbnail: :func:`find_tissue` without the criterion."""
-    return find_tissue(
-        rgb,
-        black_value=black_value,
-        min_saturation=min_saturation,
-        max_saturation=max_saturation,
-        min_object_pixels=min_object_pixels,
-        max_hole_pixels=max_hole_pixels,
-    )[0]
+def tissue_from_rgb(rgb: np.ndarray, **options: float) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail: :func:`find_tissue` (same keyword options)
+    without the criterion."""
+    return find_tissue(rgb, **options)[0]  # type: ignore[arg-type]
 
 
 def tissue_level(reader: SlideReader, mpp: float = TISSUE_MPP) -> int:
