@@ -22,9 +22,9 @@ DEPOSITS = ("macro", "micro", "itc")
 class DepositMix:
     """Shares of positive slides whose largest deposit is macro, micro or ITC (sum 1)."""
 
-    macro: float = 0.55
-    micro: float = 0.30
-    itc: float = 0.15
+    macro: float = 0.58
+    micro: float = 0.32
+    itc: float = 0.10
 
     def __post_init__(self) -> None:
         shares = [getattr(self, k) for k in DEPOSITS]
