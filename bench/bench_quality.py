@@ -214,8 +214,8 @@ def plot(table: pd.DataFrame, counts: dict[str, dict[str, int]], path: Path) -> 
             for k, size in enumerate(DEPOSIT_CLASSES):
                 ax.bar(x + (k - 1) * 0.27, table[f"{phase}_sens_{size}"].fillna(0).to_numpy(), width=0.27,
                        label=f"{size} (n={counts[phase][size]})")
-            ax.set(title=f"{phase}: sensitivity at the phase-1 Youden threshold", ylim=(0, 1.02))
-            ax.legend(loc="lower left", fontsize="small")
+            ax.set(title=f"{phase}: sensitivity at the phase-1 Youden threshold", ylim=(0, 1.25))
+            ax.legend(loc="upper center", ncol=3, fontsize="small")  # above the bars, never over them
         for ax in axes:
             ax.set_xticks(x, names, rotation=30, ha="right")
             ax.grid(axis="y", alpha=0.3)
