@@ -19,7 +19,7 @@ PredictionsArg = Annotated[list[str], typer.Argument(
     "the file stem, or NAME=PATH), a long-format CSV (slide_id,model,probability[,fold]), per-model CSVs "
     "with a header (slide_id,[label,][fold,]score), or one features table.")]
 LabelsOption = Annotated[Path | None, typer.Option(
-    "--labels", help="labels.csv (slide_id,label; header); default: the files' label column.")]
+    "--labels", help="labels.csv (header slide_id,label[,size_class]); default: the files' label column.")]
 SplitsOption = Annotated[int, typer.Option("--splits", help="Stratified K-fold splits (capped by the smaller class).")]
 RepeatsOption = Annotated[int, typer.Option("--repeats", help="Repeats of the K-fold with different shuffles.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the fold shuffles.")]

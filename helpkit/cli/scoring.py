@@ -9,7 +9,7 @@ import typer
 
 from helpkit.io import json_text
 
-LabelsOption = Annotated[Path, typer.Option("--labels", help="labels.csv (header slide_id,label; 1/0).")]
+LabelsOption = Annotated[Path, typer.Option("--labels", help="labels.csv (header slide_id,label[,size_class]; label 1/0).")]
 StrictOption = Annotated[
     bool, typer.Option("--strict", help="Treat warnings (values outside [0, 1], a constant column) as errors.")
 ]
@@ -38,7 +38,7 @@ def score(
     pred: Annotated[
         Path | None, typer.Argument(help="Predictions in the platform format: slide_id,probability; no header.")
     ] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="labels.csv (header slide_id,label; 1/0).")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="labels.csv (header slide_id,label[,size_class]; label 1/0).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the ROC curve to this PNG.")] = None,
     as_json: JsonOption = False,
     strict: StrictOption = False,
