@@ -23,6 +23,7 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
 
     .venv/bin/python bench/bench_quality.py            # 60 + 100 + 100 slides: hours on 2 cores the first time
     .venv/bin/python bench/bench_quality.py --quick    # a smoke test: 2-3 minutes (four CNNs train)
+    .venv/bin/python bench/bench_quality.py --augment strong   # the stacked CNNs with another augmentation
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from helpkit.scoring import (
     sensitivity_by_class,
     youden_threshold,
 )
+from helpkit.train.augment_spec import AUGMENTATIONS
 
 if TYPE_CHECKING:
     from helpkit.ensemble.fitted import SlideEnsemble
@@ -79,6 +81,8 @@ class Settings:
     """Most patches sampled per training slide (``max_patches_per_slide``)."""
     stacked: str
     """The submission whose three CNNs give the per-model, blend and stack candidates."""
+    augment: str | None = None
+    """Augmentation of the stacked submission's CNNs (``AUGMENTATIONS``); None: each model's own."""
 
 
 FULL = Settings(train=60, test=100, size=4096, seed=0, epochs=4, folds=3, patches=240, stacked="demo-stacked")
@@ -113,11 +117,12 @@ def competition(out: Path, **params: object) -> Path:
     return out
 
 
-def fixed_budget(config: SubmissionConfig, settings: Settings) -> SubmissionConfig:
-    """``config`` with every model on the bench's budget (no wall-clock budget) and seed."""
-    models = [m.model_copy(update={"epochs": settings.epochs, "folds": settings.folds,
-                                   "max_patches_per_slide": settings.patches, "time_budget_min": None})
-              for m in config.models]
+def fixed_budget(config: SubmissionConfig, settings: Settings, augment: str | None = None) -> SubmissionConfig:
+    """``config`` with every model on the bench's budget (no wall-clock budget) and seed, and
+    with ``augment`` (when given) as every model's augmentation."""
+    update = {"epochs": settings.epochs, "folds": settings.folds, "max_patches_per_slide": settings.patches,
+              "time_budget_min": None} | ({"augment": augment} if augment else {})
+    models = [m.model_copy(update=update) for m in config.models]
     return config.model_copy(update={"models": models, "seed": settings.seed})
 
 
@@ -244,7 +249,7 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
                 "phase2": competition(data_root / f"phase2_{key}", n_train=2, n_test=s.test, size=s.size,
                                       seed=s.seed + 1, phase1=PHASES["phase1"], phase2=PHASES["phase2"])}
     configs = {SEED_STYLE: fixed_budget(load_submission(SEED_STYLE), s),
-               "stacked": fixed_budget(load_submission(s.stacked), s)}
+               "stacked": fixed_budget(load_submission(s.stacked), s, augment=s.augment)}
     models = {name: out / "models" / name for name in configs}
     train_dir = platform_folders(data["phase1"])[0]
     for name, config in configs.items():
@@ -266,7 +271,8 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
         plot(table, counts, out / "quality.png")
     presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
     print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
-          f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide")
+          f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' augmentation: "
+          f"{s.augment or ', '.join(m.augment for m in configs['stacked'].models)}")
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
@@ -294,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
                          ("patches", "Most patches per training slide.")):
         parser.add_argument(f"--{field}", type=int, help=f"{help_} Default: {asdict(FULL)[field]} "
                             f"({asdict(QUICK)[field]} with --quick).")
+    parser.add_argument("--augment", choices=list(AUGMENTATIONS),
+                        help="Augmentation of the stacked submission's CNNs (seed-style keeps its own). "
+                        "Default: each model's setting in its submission.toml.")
     parser.add_argument("--data", type=Path, default=Path("build/bench-quality/data"),
                         help="Competitions, made once per set of parameters and reused.")
     parser.add_argument("--out", type=Path, default=Path("build/bench-quality/out"), help="Emptied, then outputs.")
