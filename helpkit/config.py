@@ -26,7 +26,7 @@ from helpkit import defaults
 from helpkit.ensemble import methods as ensemble_methods  # the registry only: no scikit-learn, no LightGBM
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
-from helpkit.train.augment_spec import AUGMENTATIONS, DEFAULT_AUGMENT
+from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT
 
 SUBMISSIONS_DIR = Path(__file__).resolve().parent / "submissions"
 """The example submissions shipped as package data; ``load_submission(NAME)`` looks in the
@@ -75,8 +75,7 @@ class ModelSpec(_Strict):
     tissue_mpp: float = _geometry_field("tissue_mpp", gt=0)
     batch: int = Field(default=64, ge=1, description="Training batch size.")
     augment: Literal[tuple(AUGMENTATIONS)] = Field(  # type: ignore[valid-type]
-        default=DEFAULT_AUGMENT, description="Training augmentation (helpkit.train.augment_spec.AUGMENTATIONS): none; "
-        "flips (the 8 square symmetries only, no colour); light (symmetries, brightness, contrast, HED-light).",
+        default=DEFAULT_AUGMENT, description=AUGMENT_HELP + " Registry: helpkit.train.augment_spec.AUGMENTATIONS.",
     )
     mixed_precision: bool = Field(
         default=False, description="Train and infer in mixed_float16 (float32 output and variables): faster on a "

@@ -10,7 +10,7 @@ import typer
 from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
-from helpkit.train.augment_spec import AUGMENTATIONS, DEFAULT_AUGMENT
+from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT
 
 
 EXIT_RESERVE_S = 10.0
@@ -62,9 +62,7 @@ def train(
         help="Read every patch once into a memory-mapped cache (RUN_DIR/cache) and train from it; "
         "--no-cache reads slides with threaded readers every epoch.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of folds, weights, shuffling and augmentation.")] = 0,
-    augment: Annotated[str, typer.Option(
-        help="Training augmentation: none; flips (the 8 square symmetries only, no colour); light (symmetries, "
-        "brightness, contrast, HED-light stain jitter).")] = DEFAULT_AUGMENT,
+    augment: Annotated[str, typer.Option(help=AUGMENT_HELP)] = DEFAULT_AUGMENT,
     name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,

@@ -64,3 +64,9 @@ saturation x[0.7, 1.3], brightness x[0.65, 1.35], contrast x[0.5, 1.5], Gaussian
 0-0.1, Gaussian blur sigma 0-1 px)."""
 
 DEFAULT_AUGMENT = "light"
+
+AUGMENT_HELP = ("Training augmentation: none; flips (the 8 square symmetries only, no colour); light (symmetries, "
+                "brightness, contrast, HED jitter +/-0.04 in skimage's units); medium (symmetries, Tellez's "
+                "HED-medium +/-0.1, hue, saturation, brightness, contrast); strong (Tellez's HED-strong +/-0.2, "
+                "stronger hue/saturation/brightness/contrast, Gaussian noise and blur).")
+"""The help of ``helpkit train --augment`` and of submission.toml's ``augment``."""
