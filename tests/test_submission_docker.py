@@ -112,7 +112,10 @@ def test_extra_test_set_gets_its_own_inference_from_the_same_model(engine, tiny_
         ("timeout", "train stage exceeded its time limit of 3 s"),
         ("writes-model", "inference stage exited with code 1: it writes /data/model/inference in the inference stage, "
                          "where /data/model is read-only"),
-        ("big-model", "train stage left 3.0 MiB in /data/model, above its cap of 1m (limits.model_max_size)"),
+        # the live disk watch catches the 3 MiB while the stage runs, or the check after it (a fast stage)
+        ("big-model", ("train stage left 3.0 MiB in /data/model, above its cap of 1m (limits.model_max_size)",
+                       "train stage wrote 3.0 MiB to /data/model, above its cap of 1m (limits.model_max_size), "
+                       "and was killed")),
         ("big-output", "inference stage wrote 3.0 MiB to /data/output, above its cap of 1m (limits.output_max_size), "
                        "and was killed"),
         ("threads", "train stage exited with code 1: it hit the pids limit of 64 processes and threads (limits.pids_limit)"),
@@ -124,7 +127,8 @@ def test_broken_submission_fails_with_its_own_reason(engine, tiny_layout: Path, 
     from helpkit.submission.validate import validate
 
     report = validate(fixture_context(name, tmp_path), tiny_layout, quiet=True)
-    assert report.verdict.startswith(f"FAIL: {reason}"), report.verdict
+    reasons = reason if isinstance(reason, tuple) else (reason,)
+    assert any(report.verdict.startswith(f"FAIL: {r}") for r in reasons), report.verdict
 
 
 @pytest.mark.docker
