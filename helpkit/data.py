@@ -370,13 +370,13 @@ def read_labels(path: str | Path) -> pd.Series:
 
 def read_size_classes(path: str | Path) -> pd.Series:
     """The size class of each slide's largest deposit (negative, itc, micro, macro) from
-    ``labels.csv``'s ``size_class`` column or a CAMELYON16 ``reference.csv``; an empty Series when
-    the file carries none."""
+    ``labels.csv``'s ``size_class`` column, a CAMELYON16 ``reference.csv`` or a CAMELYON17 stage
+    CSV; an empty Series when the file carries none."""
     path = Path(path)
-    from helpkit.layouts import read_layout_labels, read_reference, read_stage_csv
+    from helpkit.layouts import read_layout_truth
 
-    if path.is_file() and read_layout_labels(path) is not None:
-        rows = path.read_text(encoding="utf-8-sig").lower()
-        return read_stage_csv(path).slides if rows.startswith("patient,stage") else read_reference(path)["size_class"]
+    truth = read_layout_truth(path) if path.is_file() else None
+    if truth is not None:
+        return truth["size_class"]
     table = _labels_table(path)
     return table["size_class"] if "size_class" in table else pd.Series(dtype=str, name="size_class")

@@ -395,18 +395,25 @@ def read_stage_csv(path: str | Path) -> Stages:
                   pd.Series(patients, dtype=object, name="stage").rename_axis("patient"))
 
 
-def read_layout_labels(path: str | Path) -> pd.Series | None:
-    """Binary slide labels (1 tumour / 0 normal, int8, by slide id) from a CAMELYON16
+def read_layout_truth(path: str | Path) -> pd.DataFrame | None:
+    """``label`` (1 tumour / 0 normal, int8) and ``size_class`` by slide id from a CAMELYON16
     ``reference.csv`` or a CAMELYON17 stage CSV; None when ``path`` is neither (``labels.csv``)."""
     path = Path(path)
     rows = _rows(path)[:2]
     if not rows:
         return None
     if [c.lower() for c in rows[0][:2]] == ["patient", "stage"]:
-        return (read_stage_csv(path).slides != "negative").astype("int8").rename("label")
+        slides = read_stage_csv(path).slides
+        return pd.DataFrame({"label": (slides != "negative").astype("int8"), "size_class": slides})
     if any(len(r) >= 2 and r[1].lower() in ("tumor", "tumour", "normal") for r in rows):
-        return read_reference(path)["label"]
+        return read_reference(path)
     return None
+
+
+def read_layout_labels(path: str | Path) -> pd.Series | None:
+    """Binary slide labels (1 tumour / 0 normal, int8, by slide id) of :func:`read_layout_truth`."""
+    truth = read_layout_truth(path)
+    return None if truth is None else truth["label"]
 
 
 # --- size classes and pN stage --------------------------------------------------------------

@@ -121,7 +121,7 @@ def make_slide(
     """Write one synthetic slide (pyramidal TIFF) and, if asked, its tumour mask PNG.
 
     ``size`` is the level-0 side at the base ``MPP``; ``spec`` (default: the 'default' preset)
-    gives the slide's mpp (a 0.25 um/px spec writes twice the pixels of the same tissue), JPEG
+    gives the slide's mpp (a 0.5 um/px spec writes twice the pixels of the same tissue), JPEG
     quality, stain space (moved by ``shift``) and artefact rates; ``deposit`` (macro, micro,
     itc) is the planned class of a positive slide's largest deposit, ``mimics`` puts tumour
     mimics in. Returns the ground truth: size, mpp, margin, tumour regions (level-0 boxes
