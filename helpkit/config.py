@@ -26,7 +26,9 @@ from helpkit import defaults
 from helpkit.ensemble import methods as ensemble_methods  # the registry only: no scikit-learn, no LightGBM
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
-from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT
+from helpkit.heatmap.tta import DEFAULT_TTA, TTA_HELP, TTAS
+from helpkit.slide.stain_normalise import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
+from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT, augment_config
 
 SUBMISSIONS_DIR = Path(__file__).resolve().parent / "submissions"
 """The example submissions shipped as package data; ``load_submission(NAME)`` looks in the
@@ -77,6 +79,22 @@ class ModelSpec(_Strict):
     augment: Literal[tuple(AUGMENTATIONS)] = Field(  # type: ignore[valid-type]
         default=DEFAULT_AUGMENT, description=AUGMENT_HELP + " Registry: helpkit.train.augment_spec.AUGMENTATIONS.",
     )
+    augment_params: dict[str, float | bool] = Field(
+        default_factory=dict, description="Overrides of single parameters of the augment preset, e.g. "
+        "{ hed_scale = 0.05, jpeg = 0 } (fields of helpkit.train.augment_spec.AugmentConfig).",
+    )
+    normalise: Literal[tuple(NORMALISERS)] = Field(  # type: ignore[valid-type]
+        default=DEFAULT_NORMALISE, description=NORMALISE_HELP + " The reference is fitted on the training "
+        "slides and saved in the run folder; each slide's stains are estimated once, from its tissue.",
+    )
+    tta: Literal[tuple(TTAS)] = Field(  # type: ignore[valid-type]
+        default=DEFAULT_TTA, description=TTA_HELP + " Applies to every heatmap of this model (train and inference stages).",
+    )
+    hard_negatives: float = Field(
+        default=0.0, ge=0.0, le=0.5, description="Hard-negative mining: when above 0, a second training round "
+        "whose sample adds the highest-scoring normal patches of the training slides (scored out of fold by the "
+        "first round), as this share of the sample's normal patches.",
+    )
     mixed_precision: bool = Field(
         default=False, description="Train and infer in mixed_float16 (float32 output and variables): faster on a "
         "GPU with tensor cores (device = \"gpu\"), slower on a CPU; probabilities within 0.02 of float32.",
@@ -96,6 +114,12 @@ class ModelSpec(_Strict):
     def geometry(self) -> PatchGeometry:
         """The patch geometry this model trains and infers at."""
         return PatchGeometry(mpp=self.mpp, patch_size=self.patch_size, stride=self.stride, tissue_mpp=self.tissue_mpp)
+
+    @field_validator("augment_params")
+    @classmethod
+    def _augment_params(cls, value: dict[str, float | bool], info: ValidationInfo) -> dict[str, float | bool]:
+        augment_config(info.data.get("augment", DEFAULT_AUGMENT), value)  # ValueError naming the key
+        return value
 
     @field_validator("weights")
     @classmethod

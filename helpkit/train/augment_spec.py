@@ -70,3 +70,20 @@ AUGMENT_HELP = ("Training augmentation: none; flips (the 8 square symmetries onl
                 "HED-medium +/-0.1, hue, saturation, brightness, contrast); strong (Tellez's HED-strong +/-0.2, "
                 "stronger hue/saturation/brightness/contrast, Gaussian noise and blur).")
 """The help of ``helpkit train --augment`` and of submission.toml's ``augment``."""
+
+
+def augment_config(name: str, overrides: dict[str, float | bool] | None = None) -> AugmentConfig:
+    """Preset ``name`` with single fields replaced by ``overrides``; ValueError naming a bad key or value."""
+    import dataclasses
+
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}: choose {', '.join(AUGMENTATIONS)}")
+    fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
+    for key, value in (overrides or {}).items():
+        if key not in fields:
+            raise ValueError(f"unknown augmentation parameter {key!r}; AugmentConfig has: {', '.join(fields)}")
+        if isinstance(fields[key].default, bool) != isinstance(value, bool) or value < 0:
+            raise ValueError(f"augmentation parameter {key} must be "
+                             f"{'true or false' if isinstance(fields[key].default, bool) else 'a number >= 0'}, "
+                             f"got {value!r}")
+    return dataclasses.replace(AUGMENTATIONS[name], **(overrides or {}))
