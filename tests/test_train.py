@@ -19,6 +19,7 @@ from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.train import load_run
 from helpkit.train.augment import AugmentConfig, augment, hed_jitter, symmetry_maps
+from helpkit.train.augment_spec import AUGMENTATIONS
 from helpkit.train.dataset import SlidePatches, patch_dataset
 from helpkit.train.fit import FoldData, TrainConfig, train_fold, train_run
 from helpkit.train.folds import slide_folds
@@ -215,6 +216,9 @@ def test_train_run_writes_run_folder(tmp_path: Path, tiny_index: pd.DataFrame) -
     other = tiny_index.assign(mpp=1.0)  # the same folds on other patches: not into the same folder
     with pytest.raises(HelpkitError, match="trained on other patches"):
         train_run(other, out, TrainConfig(model="simple", width=0.25, folds=1, epochs=1, batch_size=32), name="tiny")
+    flips = TrainConfig(model="simple", width=0.25, folds=1, epochs=1, batch_size=32, augmentation=AUGMENTATIONS["flips"])
+    with pytest.raises(HelpkitError, match=r"another recipe \(augmentation.brightness 0.08 -> 0.0"):
+        train_run(tiny_index, out, flips, name="tiny")  # finished folds would be passed off as the new recipe
     assert run.name == "tiny" and run.geometry == PatchGeometry() and run.patch_size == 64 and len(run.folds) == 1
     for fold in run.folds:
         meta = json.loads((fold.model_path.parent / "model.json").read_text())

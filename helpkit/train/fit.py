@@ -206,6 +206,26 @@ def _model_json(run: dict[str, Any], k: int, data: FoldData, state: dict[str, An
     }
 
 
+RESUMABLE_CHANGES = ("epochs", "cache")
+"""TrainConfig fields a resumed run may change: more epochs continue training; the cache only
+changes where patches are read from."""
+
+
+def recipe_changes(recorded: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names of the settings in which ``wanted`` differs from the ``recorded`` run.json config,
+    ``augmentation.hed`` style for nested ones; a setting the record lacks (written before it
+    existed) is not a change, and neither are ``RESUMABLE_CHANGES``."""
+    changes = []
+    for key, value in wanted.items():
+        if key not in recorded or (not prefix and key in RESUMABLE_CHANGES):
+            continue
+        if isinstance(value, dict) and isinstance(recorded[key], dict):
+            changes += recipe_changes(recorded[key], value, f"{prefix}{key}.")
+        elif recorded[key] != value:
+            changes.append(f"{prefix}{key} {recorded[key]!r} -> {value!r}")
+    return changes
+
+
 def train_run(
     index: pd.DataFrame,
     out: str | Path,
@@ -240,6 +260,10 @@ def train_run(
         if old.geometry != geometry:
             raise HelpkitError(f"run folder was trained on other patches ({old.geometry.key()}, not "
                                f"{geometry.key()}); use a new --out", out / "run.json")
+        changed = recipe_changes(old.config, asdict(config))
+        if changed:
+            raise HelpkitError(f"run folder was trained with another recipe ({', '.join(changed)}); a resume would "
+                               "mix them: use a new --out", out / "run.json")
     write_run(out, name=name, architecture=config.model, geometry=geometry, width=config.width,
               splits=splits, config=asdict(config))
 
