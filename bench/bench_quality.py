@@ -24,6 +24,12 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
     .venv/bin/python bench/bench_quality.py            # 60 + 100 + 100 slides: hours on 2 cores the first time
     .venv/bin/python bench/bench_quality.py --quick    # a smoke test: 2-3 minutes (four CNNs train)
     .venv/bin/python bench/bench_quality.py --augment strong   # the stacked CNNs with another augmentation
+    .venv/bin/python bench/bench_quality.py --normalise macenko --out build/bq/macenko   # one method alone
+    .venv/bin/python bench/bench_quality.py --tta flips --models-from build/bq/base --out build/bq/tta
+
+``--augment``, ``--normalise``, ``--tta`` and ``--hard-negatives`` set that field of every
+stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's table compares
+against the same reference.
 """
 
 from __future__ import annotations
@@ -55,12 +61,15 @@ from helpkit.scoring import (
     sensitivity_by_class,
     youden_threshold,
 )
+from helpkit.heatmap.tta import TTAS
+from helpkit.slide.stain_normalise import NORMALISERS
 from helpkit.train.augment_spec import AUGMENTATIONS
 
 if TYPE_CHECKING:
     from helpkit.ensemble.fitted import SlideEnsemble
 
 SEED_STYLE = "seed-style"
+SCORES_FILE = "scores.csv"
 PHASES = {"phase1": "default", "phase2": "help22"}
 """Each test set and the synth preset it is drawn from (training slides: phase 1's)."""
 BLENDS = ("mean", "tuned")
@@ -83,6 +92,16 @@ class Settings:
     """The submission whose three CNNs give the per-model, blend and stack candidates."""
     augment: str | None = None
     """Augmentation of the stacked submission's CNNs (``AUGMENTATIONS``); None: each model's own."""
+    normalise: str | None = None
+    """Stain normalisation of the stacked CNNs (``NORMALISERS``); None: each model's own."""
+    tta: str | None = None
+    """Test-time augmentation of the stacked CNNs' heatmaps (``TTAS``); None: each model's own."""
+    hard_negatives: float | None = None
+    """Hard-negative share of the stacked CNNs' second training round; None: each model's own."""
+
+    def recipe(self) -> dict[str, object]:
+        """What this run sets on the stacked CNNs (the settings that were given)."""
+        return {k: v for k in ("augment", "normalise", "tta", "hard_negatives") if (v := getattr(self, k)) is not None}
 
 
 FULL = Settings(train=60, test=100, size=4096, seed=0, epochs=4, folds=3, patches=240, stacked="demo-stacked")
@@ -117,11 +136,11 @@ def competition(out: Path, **params: object) -> Path:
     return out
 
 
-def fixed_budget(config: SubmissionConfig, settings: Settings, augment: str | None = None) -> SubmissionConfig:
+def fixed_budget(config: SubmissionConfig, settings: Settings, recipe: dict[str, object] | None = None) -> SubmissionConfig:
     """``config`` with every model on the bench's budget (no wall-clock budget) and seed, and
-    with ``augment`` (when given) as every model's augmentation."""
+    with ``recipe`` (ModelSpec fields: augment, normalise, tta, hard_negatives) on every model."""
     update = {"epochs": settings.epochs, "folds": settings.folds, "max_patches_per_slide": settings.patches,
-              "time_budget_min": None} | ({"augment": augment} if augment else {})
+              "time_budget_min": None} | (recipe or {})
     models = [m.model_copy(update=update) for m in config.models]
     return config.model_copy(update={"models": models, "seed": settings.seed})
 
@@ -179,6 +198,44 @@ def quality_table(scores: dict[str, pd.DataFrame], truth: dict[str, pd.DataFrame
     return pd.DataFrame(rows)[columns]
 
 
+def write_scores(scores: dict[str, pd.DataFrame], truth: dict[str, pd.DataFrame], path: Path) -> None:
+    """Every candidate's score per test slide, with phase, label and size class: what ``--compare`` reads."""
+    frames = [scores[p].reindex(truth[p].index).assign(phase=p, **truth[p]) for p in PHASES]
+    pd.concat(frames).rename_axis("slide_id").reset_index().to_csv(path, index=False)
+
+
+def compare(runs: dict[str, Path], candidate: str = f"{STACK} stack") -> pd.DataFrame:
+    """``quality_table`` of ``candidate`` from each run's ``scores.csv`` (rows named by run) beside
+    the seed-style model, plus each phase's paired DeLong p against the first run's ``candidate``
+    (the previous default) and the number of distinct scores on phase 2 (ties cost AUC)."""
+    scores: dict[str, pd.DataFrame] = {}
+    truth: dict[str, pd.DataFrame] = {}
+    for name, folder in runs.items():
+        path = folder / SCORES_FILE
+        if not path.is_file():
+            raise SystemExit(f"bench_quality: {path}: no {SCORES_FILE} (run the bench with --out {folder} first)")
+        table = pd.read_csv(path, index_col="slide_id")
+        for phase in PHASES:
+            rows = table[table["phase"] == phase]
+            if phase not in truth:
+                truth[phase] = rows[["label", "size_class"]]
+                scores[phase] = rows[[SEED_STYLE]].copy()
+            elif not rows.index.equals(truth[phase].index):
+                raise SystemExit(f"bench_quality: {path}: other {phase} slides than {next(iter(runs.values()))}")
+            scores[phase][name] = rows[candidate]
+    table = quality_table(scores, truth)
+    reference = next(iter(runs))
+    for phase in PHASES:
+        y = truth[phase]["label"].to_numpy(int)
+        ref = scores[phase][reference].to_numpy(float)
+        table[f"{phase}_p_vs_{reference}"] = [
+            np.nan if name in (SEED_STYLE, reference) else delong_test(y, scores[phase][name].to_numpy(float), ref).p_value
+            for name in table["candidate"]]
+    table["phase2_distinct"] = [scores["phase2"][name].nunique() for name in table["candidate"]]
+    table.attrs["counts"] = {p: {c: int((truth[p]["size_class"] == c).sum()) for c in DEPOSIT_CLASSES} for p in PHASES}
+    return table
+
+
 def printable(table: pd.DataFrame) -> pd.DataFrame:
     """The table as printed: AUC [CI] cells, rounded rates."""
     out = pd.DataFrame({"candidate": table["candidate"]})
@@ -230,8 +287,11 @@ def plot(table: pd.DataFrame, counts: dict[str, dict[str, int]], path: Path) -> 
         plt.close(fig)
 
 
-def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
-    """The whole bench; returns the table written to ``out/quality.csv``."""
+def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None = None) -> pd.DataFrame:
+    """The whole bench; returns the table written to ``out/quality.csv``. With ``models_from`` (an
+    earlier ``--out``), its trained CNN folds are copied in and resumed rather than retrained:
+    for a recipe that changes only inference (``tta``); heatmaps, features and ensembles are
+    always made afresh."""
     import tensorflow as tf
 
     from helpkit.ensemble import fit_ensemble
@@ -249,8 +309,11 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
                 "phase2": competition(data_root / f"phase2_{key}", n_train=2, n_test=s.test, size=s.size,
                                       seed=s.seed + 1, phase1=PHASES["phase1"], phase2=PHASES["phase2"])}
     configs = {SEED_STYLE: fixed_budget(load_submission(SEED_STYLE), s),
-               "stacked": fixed_budget(load_submission(s.stacked), s, augment=s.augment)}
+               "stacked": fixed_budget(load_submission(s.stacked), s, s.recipe())}
     models = {name: out / "models" / name for name in configs}
+    if models_from is not None:  # trained folds are resumed (train_run refuses another recipe's)
+        shutil.copytree(models_from / "models", out / "models",
+                        ignore=shutil.ignore_patterns("heatmaps", "features_oof.parquet", "ensemble*", "cache"))
     train_dir = platform_folders(data["phase1"])[0]
     for name, config in configs.items():
         with clock.stage(f"train {name}"):
@@ -267,12 +330,14 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
     with clock.stage("score"):
         table = quality_table(scores, truth)
         table.to_csv(out / "quality.csv", index=False)
+        write_scores(scores, truth, out / SCORES_FILE)
         counts = {p: {c: int((truth[p]["size_class"] == c).sum()) for c in DEPOSIT_CLASSES} for p in PHASES}
         plot(table, counts, out / "quality.png")
     presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
     print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
-          f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' augmentation: "
-          f"{s.augment or ', '.join(m.augment for m in configs['stacked'].models)}")
+          f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' recipe: "
+          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}"
+                      for k in ("augment", "normalise", "tta", "hard_negatives")))
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
@@ -283,6 +348,21 @@ def run(settings: Settings, data_root: Path, out: Path) -> pd.DataFrame:
     print(f"wrote {out / 'quality.csv'} and {out / 'quality.png'}")
     print(f"wall time {clock.total():.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in clock.stages.items()))
     return table
+
+
+def print_comparison(table: pd.DataFrame, out: Path) -> None:
+    """Print the ``compare`` table and write ``evidence.csv`` and ``evidence.png`` to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "evidence.csv", index=False)
+    reference = next(c for c in table["candidate"] if c != SEED_STYLE)
+    shown = printable(table)
+    for phase in PHASES:
+        shown[f"p vs {reference} {phase[-1]}"] = table[f"{phase}_p_vs_{reference}"].map(
+            lambda p: "-" if np.isnan(p) else f"{p:.3g}")
+    shown["distinct 2"] = table["phase2_distinct"]
+    plot(table, table.attrs["counts"], out / "evidence.png")
+    print(shown.to_string(index=False))
+    print(f"wrote {out / 'evidence.csv'} and {out / 'evidence.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,12 +383,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment", choices=list(AUGMENTATIONS),
                         help="Augmentation of the stacked submission's CNNs (seed-style keeps its own). "
                         "Default: each model's setting in its submission.toml.")
+    parser.add_argument("--normalise", choices=list(NORMALISERS),
+                        help="Stain normalisation of the stacked submission's CNNs. Default: each model's own.")
+    parser.add_argument("--tta", choices=list(TTAS),
+                        help="Test-time augmentation of the stacked CNNs' heatmaps. Default: each model's own.")
+    parser.add_argument("--hard-negatives", type=float, metavar="SHARE",
+                        help="Hard-negative mining round for the stacked CNNs at this share (0-0.5). "
+                        "Default: each model's own.")
+    parser.add_argument("--models-from", type=Path, metavar="OUT",
+                        help="Copy the trained CNN folds of an earlier --out and resume them instead of "
+                        "training anew (a recipe that differs in training is refused): for --tta.")
+    parser.add_argument("--compare", nargs="+", metavar="NAME=OUT",
+                        help="Train nothing: the lgbm stack of each earlier --out side by side with the seed-style "
+                        "model, with DeLong p against the first (the previous default); writes evidence.csv and "
+                        "evidence.png to --out (not emptied).")
     parser.add_argument("--data", type=Path, default=Path("build/bench-quality/data"),
                         help="Competitions, made once per set of parameters and reused.")
     parser.add_argument("--out", type=Path, default=Path("build/bench-quality/out"), help="Emptied, then outputs.")
     parser.add_argument("--workers", type=int, help="Per-slide work on a local Dask cluster of this many workers.")
     parser.add_argument("--scheduler", help="Per-slide work on this Dask scheduler (address).")
     args = parser.parse_args(argv)
+    if args.compare:
+        runs = dict(item.partition("=")[::2] for item in args.compare)
+        if any(not name or not folder for name, folder in runs.items()):
+            parser.error("--compare takes NAME=OUT items")
+        print_comparison(compare({name: Path(folder) for name, folder in runs.items()}), args.out)
+        return
     base = QUICK if args.quick else FULL
     settings = replace(base, **{k: v for k, v in vars(args).items() if k in asdict(base) and v is not None})
     if args.data.resolve().is_relative_to(args.out.resolve()):
@@ -316,7 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     for env, value in (("HELPKIT_WORKERS", args.workers), ("HELPKIT_SCHEDULER", args.scheduler)):
         if value is not None:
             os.environ[env] = str(value)
-    run(settings, args.data, args.out)
+    if args.models_from is not None and args.models_from.resolve() == args.out.resolve():
+        parser.error("--models-from must not be --out (--out is emptied)")
+    run(settings, args.data, args.out, args.models_from)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,33 @@ def test_quality_table_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_reads_scores_of_runs_and_tests_against_the_first(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    rng = np.random.default_rng(1)
+    ids = [f"Slide{k:03d}" for k in range(40)]
+    classes = np.array(["negative", "macro", "micro", "itc"] * 10)
+    truth = {p: pd.DataFrame({"label": (classes != "negative").astype(int), "size_class": classes}, index=ids)
+             for p in bench.PHASES}
+    y = truth["phase1"]["label"].to_numpy()
+    noise = {p: rng.uniform(0, 0.6, len(ids)) for p in bench.PHASES}
+    for name, signal in (("old", 0.05), ("new", 0.5)):  # the same seed-style scores, a stronger stack
+        scores = {p: pd.DataFrame({bench.SEED_STYLE: y * 0.2 + noise[p], "lgbm stack": y * signal + noise[p],
+                                   "simple max": noise[p]}, index=ids) for p in bench.PHASES}
+        (tmp_path / name).mkdir()
+        bench.write_scores(scores, truth, tmp_path / name / bench.SCORES_FILE)
+    table = bench.compare({"old": tmp_path / "old", "new": tmp_path / "new"})
+    assert table["candidate"].tolist() == [bench.SEED_STYLE, "old", "new"]
+    new = table.set_index("candidate").loc["new"]
+    assert new["phase2_auc"] > table.set_index("candidate").loc["old", "phase2_auc"]
+    assert new["phase2_p_vs_old"] < 0.05 and np.isnan(table.set_index("candidate").loc["old", "phase2_p_vs_old"])
+    assert new["phase2_distinct"] == len(ids)
+    bench.main(["--compare", f"old={tmp_path / 'old'}", f"new={tmp_path / 'new'}", "--out", str(tmp_path / "ev")])
+    assert "p vs old 2" in capsys.readouterr().out and (tmp_path / "ev" / "evidence.png").is_file()
+    with pytest.raises(SystemExit, match="no scores.csv"):
+        bench.compare({"old": tmp_path / "old", "gone": tmp_path / "gone"})
+
+
 def test_skipped_under_make(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("MAKELEVEL", "1")
     _bench().main([])
