@@ -236,8 +236,10 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
     def save(self, folder: str | Path) -> None:
         """Write ``blend.json`` (parameters, normaliser state, weights) atomically."""
         check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
         write_json(Path(folder) / "blend.json", {
             "params": self.get_params(), "classes": self.classes_.tolist(), "n_features_in": self.n_features_in_,
+            "feature_names": None if names is None else [str(n) for n in names],
             "normaliser": self.normaliser_.to_dict(), "weights": self.weights_.tolist(),
             "chosen_method": self.chosen_method_, "cv_scores": self.cv_scores_})
 
@@ -247,6 +249,8 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         blend = cls(**data["params"])
         blend.classes_ = np.asarray(data["classes"])
         blend.n_features_in_ = data["n_features_in"]
+        if data.get("feature_names") is not None:
+            blend.feature_names_in_ = np.asarray(data["feature_names"], dtype=object)
         blend.normaliser_ = Normaliser.from_dict(data["normaliser"])
         blend.weights_ = np.asarray(data["weights"], dtype=float)
         blend.chosen_method_ = data["chosen_method"]

@@ -41,7 +41,7 @@ def candidate_oof(features: pd.DataFrame, n_splits: int = 5, n_repeats: int = 3,
     out = pd.DataFrame({"label": y}, index=pd.Index(rows["slide_id"], name="slide_id"))
     for name, method, params in track(recipes, "ensemble candidates"):
         columns, _, estimator = candidate(features, method, **params)
-        result = cross_val_oof(estimator, tbl.matrix(rows, columns), y, n_splits, n_repeats, seed)
+        result = cross_val_oof(estimator, tbl.frame(rows, columns), y, n_splits, n_repeats, seed)
         out[name] = result.scores
         out.attrs.setdefault("repeat_aucs", {})[name] = result.repeat_aucs.tolist()
     return out

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.utils import _safe_indexing
 
 from helpkit.errors import HelpkitError
 from helpkit.scoring.metrics import auc, check_binary
@@ -55,9 +57,9 @@ def n_splits_for(labels: np.ndarray, n_splits: int) -> int:
     return min(n_splits, smaller)
 
 
-def cross_val_oof(estimator, X: np.ndarray, y: np.ndarray, n_splits: int = 5, n_repeats: int = 3,
+def cross_val_oof(estimator, X: np.ndarray | pd.DataFrame, y: np.ndarray, n_splits: int = 5, n_repeats: int = 3,
                   seed: int = 0) -> CVResult:
-    """Fit a clone of ``estimator`` on each training fold; score the held-out slides."""
+    """Fit a clone of ``estimator`` on each training fold; score the held-out slides (X: array or named frame)."""
     y = np.asarray(y)
     k = n_splits_for(y, n_splits)
     splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=n_repeats, random_state=seed)
@@ -65,15 +67,15 @@ def cross_val_oof(estimator, X: np.ndarray, y: np.ndarray, n_splits: int = 5, n_
     fold_aucs = []
     for i, (train, test) in enumerate(splitter.split(X, y)):
         repeat, fold = divmod(i, k)
-        model = clone(estimator).fit(X[train], y[train])
-        oof[repeat, test] = model.predict_proba(X[test])[:, 1]
+        model = clone(estimator).fit(_safe_indexing(X, train), y[train])
+        oof[repeat, test] = model.predict_proba(_safe_indexing(X, test))[:, 1]
         held = y[test]
         fold_auc = auc(held, oof[repeat, test]) if 0 < held.sum() < len(held) else float("nan")
         fold_aucs.append({"repeat": repeat, "fold": fold, "auc": fold_auc, "n": len(test)})
     return CVResult(oof=oof, labels=y, n_splits=k, fold_aucs=fold_aucs)
 
 
-def apparent_auc(estimator, X: np.ndarray, y: np.ndarray) -> float:
+def apparent_auc(estimator, X: np.ndarray | pd.DataFrame, y: np.ndarray) -> float:
     """Fit on all slides and score on the same slides: the optimistic, non-nested number."""
     model = clone(estimator).fit(X, y)
     return auc(y, model.predict_proba(X)[:, 1])

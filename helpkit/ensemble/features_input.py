@@ -93,9 +93,15 @@ def empty_columns(rows: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c, ok in zip(columns, np.isfinite(values).any(axis=0), strict=True) if not ok]
 
 
-def matrix(table: pd.DataFrame, columns: list[str], source: str | Path | None = None) -> np.ndarray:
-    """The ``columns`` of ``table`` as a float matrix; an error naming any that are absent."""
+def frame(table: pd.DataFrame, columns: list[str], source: str | Path | None = None) -> pd.DataFrame:
+    """The ``columns`` of ``table`` as floats, named (estimators see which column is which); an
+    error naming any that are absent."""
     absent = [c for c in columns if c not in table.columns]
     if absent:
         raise HelpkitError(f"features table lacks column(s) {', '.join(absent[:10])}", source)
-    return table[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return table[columns].apply(pd.to_numeric, errors="coerce").astype(float)
+
+
+def matrix(table: pd.DataFrame, columns: list[str], source: str | Path | None = None) -> np.ndarray:
+    """The ``columns`` of ``table`` as a float matrix (``frame`` without the names)."""
+    return frame(table, columns, source).to_numpy(dtype=float)

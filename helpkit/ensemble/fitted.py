@@ -89,7 +89,7 @@ class SlideEnsemble:
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """Probability of metastasis for every row of ``features``, in [0, 1], NaN-robust."""
         table = tbl.validate_features(features)
-        p = self.estimator.predict_proba(tbl.matrix(table, self.columns))[:, 1]
+        p = self.estimator.predict_proba(tbl.frame(table, self.columns))[:, 1]
         return np.clip(np.where(np.isfinite(p), p, FALLBACK_PROBABILITY), 0.0, 1.0)
 
 
@@ -104,7 +104,7 @@ def fit_ensemble(features: pd.DataFrame, method: str, out_dir: str | Path, cv_sp
     features = tbl.validate_features(features)
     columns, dropped, estimator = candidate(features, method, **params)
     rows = tbl.labelled(features)
-    X, y = tbl.matrix(rows, columns), rows["label"].to_numpy(dtype=int)
+    X, y = tbl.frame(rows, columns), rows["label"].to_numpy(dtype=int)
     check_binary(y)
     try:
         cv = cross_val_oof(estimator, X, y, n_splits=cv_splits, n_repeats=cv_repeats, seed=seed)

@@ -119,6 +119,10 @@ _LGBM = {
                               low_open=True),
     "random_state": _SEED,
     "n_jobs": Param(int, 1, "Threads LightGBM uses.", low=1),
+    "min_slides": Param(int, 40, "Fewer training slides than this: no trees, the logistic model of the "
+                        "models' max probabilities alone (0: always trees).", low=0),
+    "tie_break": Param(float, 0.01, "Weight of that logistic model mixed into the trees' output, so slides "
+                       "the trees tie are still ranked (0: trees alone).", low=0.0, high=1.0),
 }
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (
@@ -137,7 +141,8 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
                               low_open=True),
                    "max_iter": Param(int, 1000, "Solver iterations.", low=1)}),
     Method("lgbm", "helpkit.ensemble.stack:LGBMStacker", "features",
-           "LightGBM gradient-boosted trees over every slide feature, small-data defaults", params=_LGBM),
+           "LightGBM gradient-boosted trees over every slide feature, small-data defaults; "
+           "a logistic model of the max probabilities breaks ties and stands in below min_slides", params=_LGBM),
 )}
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
