@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpkit.errors import HelpkitError
-from helpkit.features import FEATURE_NAMES, build_features, slide_features
+from helpkit.features import CALIBRATION_FEATURES, FEATURE_NAMES, build_features, slide_features
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
 from helpkit.slide.geometry import PatchGeometry
 
@@ -142,3 +142,28 @@ def test_store_round_trip_and_schema_check(tmp_path):
     np.savez(path, **data)
     with pytest.raises(HelpkitError, match="schema_version 99"):
         read_heatmap(path)
+
+
+def test_calibration_features_by_hand():
+    f = slide_features(make(np.array([[0.5, 0.5], [0.5, 0.9]])))
+    # logits 0, 0, 0, logit(0.9): the max stands logit(0.9) above the median, sqrt(3) stds above the mean
+    assert f["logit_max_minus_q50"] == pytest.approx(math.log(9), rel=1e-5)
+    assert f["logit_max_minus_q90"] == pytest.approx(0.3 * math.log(9), rel=1e-5)  # q90 at 0.7 of the way
+    assert f["logit_max_z"] == pytest.approx(math.sqrt(3), rel=1e-5)
+    flat = slide_features(make(np.full((2, 2), 0.3)))
+    assert flat["logit_max_minus_q50"] == flat["logit_max_z"] == 0
+    empty = slide_features(make(np.full((2, 2), 0.3), missing=np.ones((2, 2), bool)))
+    assert all(math.isnan(empty[name]) for name in CALIBRATION_FEATURES)
+
+
+def test_calibration_features_ignore_a_shift_of_every_logit():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(-3, 2, size=(8, 8))
+    logits[2:4, 2:4] += 6  # a hot region
+    base = slide_features(make(1 / (1 + np.exp(-logits))))
+    shifted = slide_features(make(1 / (1 + np.exp(-(logits + 1.5)))))  # a stain shift: every cell hotter
+    scaled = slide_features(make(1 / (1 + np.exp(-(0.7 * logits + 1.0)))))
+    assert shifted["max"] > base["max"] and shifted["q50"] > base["q50"]  # the plain features move
+    for name in CALIBRATION_FEATURES:
+        assert shifted[name] == pytest.approx(base[name], rel=1e-3), name
+    assert scaled["logit_max_z"] == pytest.approx(base["logit_max_z"], rel=1e-3)

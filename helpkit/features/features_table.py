@@ -23,7 +23,7 @@ from helpkit.heatmap.store import read_heatmap
 from helpkit.io import atomic_path
 from helpkit.slidemap import Executor, map_slides
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 """Bump when a feature's definition changes, so old tables are recomputed."""
 _META_KEY = b"helpkit.features"
 

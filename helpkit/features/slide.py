@@ -12,6 +12,12 @@ One line per feature (``T`` is each of ``THRESHOLDS``, written as a percentage, 
 - ``mean``: mean probability over tissue.
 - ``std``: standard deviation of the probability over tissue.
 - ``q50``, ``q90``, ``q95``, ``q99``: quantiles of the probability over tissue.
+- ``logit_max_minus_q50``: logit of the max minus the median logit over tissue: how far the
+  hottest cell stands above the slide's own typical tissue, unchanged when a stain shift
+  adds a constant to every cell's logit (probabilities are clipped to [1e-6, 1 - 1e-6]).
+- ``logit_max_minus_q90``: the same above the 90th percentile of the logits.
+- ``logit_max_z``: (logit of the max - mean logit) / std of the logits (0 when the std is 0);
+  unchanged also when the shift scales every logit.
 - ``n_above_T``: number of tissue cells with probability >= T/100.
 - ``frac_above_T``: that number over the number of valid tissue cells.
 - ``cc_T_count``: number of connected components of cells >= T/100.
@@ -28,6 +34,7 @@ One line per feature (``T`` is each of ``THRESHOLDS``, written as a percentage, 
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 from skimage.measure import label, regionprops
 
 from helpkit.heatmap.store import Heatmap
@@ -35,6 +42,9 @@ from helpkit.heatmap.store import Heatmap
 THRESHOLDS = (0.5, 0.9)
 QUANTILES = (50, 90, 95, 99)
 _CC_FEATURES = ("count", "largest_area", "largest_max", "largest_mean", "largest_major_axis")
+CALIBRATION_FEATURES = ("logit_max_minus_q50", "logit_max_minus_q90", "logit_max_z")
+"""The features a shift of every cell's logit leaves unchanged (per-slide calibration)."""
+_LOGIT_CLIP = 1e-6
 
 
 def _pct(threshold: float) -> int:
@@ -46,6 +56,7 @@ FEATURE_NAMES: list[str] = [
     "mean",
     "std",
     *(f"q{q}" for q in QUANTILES),
+    *CALIBRATION_FEATURES,
     *(f"{kind}_above_{_pct(t)}" for t in THRESHOLDS for kind in ("n", "frac")),
     *(f"cc_{_pct(t)}_{name}" for t in THRESHOLDS for name in _CC_FEATURES),
     "tissue_patches",
@@ -72,6 +83,15 @@ def _components(prob: np.ndarray, valid: np.ndarray, threshold: float) -> dict[s
     }
 
 
+def _calibration(values: np.ndarray) -> dict[str, float]:
+    """``CALIBRATION_FEATURES`` of a slide's valid probabilities (at least one)."""
+    logits = special.logit(np.clip(values, _LOGIT_CLIP, 1 - _LOGIT_CLIP))
+    top, (q50, q90) = logits.max(), np.percentile(logits, (50, 90))
+    std = logits.std()
+    return {"logit_max_minus_q50": top - q50, "logit_max_minus_q90": top - q90,
+            "logit_max_z": (top - logits.mean()) / std if std > 0 else 0.0}
+
+
 def slide_features(heatmap: Heatmap) -> dict[str, float]:
     """All ``FEATURE_NAMES`` of one heatmap; a failed heatmap gives all NaN."""
     if heatmap.failed:
@@ -85,8 +105,9 @@ def slide_features(heatmap: Heatmap) -> dict[str, float]:
     if values.size:
         out |= {"max": values.max(), "mean": values.mean(), "std": values.std()}
         out |= {f"q{q}": v for q, v in zip(QUANTILES, np.percentile(values, QUANTILES))}
+        out |= _calibration(values)
     else:
-        out |= dict.fromkeys(["max", "mean", "std", *(f"q{q}" for q in QUANTILES)], np.nan)
+        out |= dict.fromkeys(["max", "mean", "std", *(f"q{q}" for q in QUANTILES), *CALIBRATION_FEATURES], np.nan)
     for t in THRESHOLDS:
         n_above = int((values >= t).sum())
         out[f"n_above_{_pct(t)}"] = float(n_above)
