@@ -16,7 +16,10 @@ patches at 0.5 um/px, level 1 of the synthetic slides, the ``simple`` model):
   the limit found XLA faster;
 - the engine alone with a warm model: the steady state on bigger slides;
 - per patch: the reference team's loop, read one patch then one ``model.predict`` call,
-  timed on a few hundred patches and extrapolated.
+  timed on a few hundred patches and extrapolated;
+- test-time augmentation: the engine with a warm model under each TTA (``none``, ``flips``,
+  ``d4``: 1, 4 and 8 model passes per batch), side by side on the same slide, and each one's
+  patches/s over none's (about 1/4 and 1/8 where the model dominates; reads are paid once).
 
 Then peak resident memory of the real ``helpkit heatmap`` command on two slide sizes (a
 coarser resolution for both, stated in the output), to show memory does not grow with the slide.
@@ -25,6 +28,7 @@ the limit and the end-to-end runs interleaved so both see the same load.
 
     .venv/bin/python bench/bench_heatmap.py [--work DIR] [--sizes 50000 100000] [--skip-memory]
     .venv/bin/python bench/bench_heatmap.py --min-patches 8000 --skip-memory   # a few minutes
+    .venv/bin/python bench/bench_heatmap.py --min-patches 2000 --skip-throughput --skip-memory  # TTA only
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import numpy as np  # noqa: E402
 from helpkit.heatmap.engine import run_heatmap  # noqa: E402
 from helpkit.models.compute import best_batch_size, forward  # noqa: E402
 from helpkit.heatmap.make import Options, SlideRecord, keras_predictor, make_heatmaps, tissue_grid  # noqa: E402
+from helpkit.heatmap.tta import TTAS, tta_predict, tta_transforms  # noqa: E402
 from helpkit.slide import SlideReader, grid_for, tissue_mask  # noqa: E402
 from helpkit.slide.geometry import PatchGeometry  # noqa: E402
 from helpkit.synth import make_slide  # noqa: E402
@@ -195,6 +200,31 @@ def throughput(args: argparse.Namespace, work: Path, model) -> None:
     print(f"end to end / per patch          = {rate['e2e'] / slow:.0f}x  (target >= 20x)")
 
 
+def tta_cost(args: argparse.Namespace, work: Path, model) -> None:
+    """Print the engine's patches/s with a warm model under each TTA, interleaved, and the ratio to none."""
+    slide, n = bench_slide(work, args.min_patches, args.size)
+    predictors = {name: tta_predict(model.predict_on_batch, name) for name in TTAS}
+    times: dict[str, list[float]] = {name: [] for name in TTAS}
+    with SlideReader(slide) as reader:
+        grid = grid_for(reader, GEOMETRY)
+        tissue = tissue_grid(grid, tissue_mask(reader))
+        for predict in predictors.values():  # the first call traces: not timed
+            predict(np.zeros((args.batch, PATCH, PATCH, 3), np.uint8))
+        for _ in range(args.repeats):  # interleaved, so every TTA sees the same machine load
+            for name, predict in predictors.items():
+                start = time.perf_counter()
+                run_heatmap(reader, predict, grid, tissue, batch_size=args.batch)
+                times[name].append(time.perf_counter() - start)
+    rate = {name: n / min(v) for name, v in times.items()}
+    print(f"test-time augmentation: engine, warm model, {slide.name}, {n} tissue patches, --batch {args.batch} "
+          f"(best of {args.repeats})")
+    print(f"  {'tta':<6} {'passes':>6} {'patches/s':>10} {'/ none':>7} {'1/passes':>9}  runs (patches/s)")
+    for name in TTAS:
+        passes = len(tta_transforms(name))
+        print(f"  {name:<6} {passes:>6} {rate[name]:>10.0f} {rate[name] / rate['none']:>7.3f} {1 / passes:>9.3f}  "
+              f"{[round(n / t) for t in times[name]]}")
+
+
 def memory(args: argparse.Namespace, work: Path, model) -> None:
     """Print the peak RSS of the real ``helpkit heatmap`` command on slides of each of ``args.sizes``."""
     helpkit = str(Path(sys.executable).with_name("helpkit"))
@@ -231,6 +261,7 @@ def main() -> None:
     parser.add_argument("--memory-mpp", type=float, default=1.0, help="patch um/px of the memory runs (level 2)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-tta", action="store_true", help="leave out the test-time augmentation costs")
     parser.add_argument("--work", type=Path, help="keep slides here between runs (default: a temp folder)")
     args = parser.parse_args()
 
@@ -241,6 +272,8 @@ def main() -> None:
     model = build("simple", PATCH)
     if not args.skip_throughput:
         throughput(args, work, model)
+    if not args.skip_tta:
+        tta_cost(args, work, model)
     if not args.skip_memory:
         memory(args, work, model)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption
+from helpkit.heatmap.tta import DEFAULT_TTA, TTA_HELP
 
 
 def heatmap(
@@ -34,6 +35,7 @@ def heatmap(
         "tensor cores, slower on a CPU; probabilities within 0.02 of float32.")] = False,
     xla: Annotated[bool, typer.Option(
         "--xla", help="Run the models' forward pass XLA-compiled (probabilities within 1e-4 of without).")] = False,
+    tta: Annotated[str, typer.Option(help=TTA_HELP)] = DEFAULT_TTA,
     layout: LayoutOption = "auto",
     scheduler: SchedulerOption = None,
     workers: WorkersOption = None,
@@ -42,14 +44,16 @@ def heatmap(
     fold model that held it out, a test slide by the mean of all fold models."""
     from helpkit.errors import HelpkitError
     from helpkit.heatmap.make import Options, make_heatmaps, slide_records
+    from helpkit.heatmap.tta import tta_transforms
     from helpkit.slidemap import Executor
 
     if batch < 0 or (stride is not None and stride <= 0) or (read_threads is not None and read_threads <= 0):
         raise HelpkitError("--stride and --read-threads must be positive, --batch positive or 0 (measured)")
+    tta_transforms(tta)  # an unknown --tta fails before the slides are listed
     counts = make_heatmaps(
         model, slide_records(data, layout=layout), out,
         Options(stride=stride, batch_size=batch, workers=read_threads, png=png, force=force,
-                mixed_precision=mixed_precision, xla=xla),
+                mixed_precision=mixed_precision, xla=xla, tta=tta),
         executor=Executor.from_env(scheduler, workers),
     )
     typer.echo(f"heatmaps: {counts['written']} written, {counts['skipped']} already current, "
