@@ -7,11 +7,15 @@ shift each stain's optical density). The stain jitter is skimage's colour deconv
 in TensorFlow so it runs vectorised inside the tf.data graph, not per patch in Python; a
 test checks it against skimage. The ``medium``/``strong`` presets add Tellez et al. 2019's
 HED jitter (in their -ln(rgb + 2) space), HSV hue/saturation, brightness factor, Gaussian
-noise and blur, all per patch and vectorised over the batch. Stateless random ops: the same
-seed gives the same batch.
+noise and blur, all per patch and vectorised over the batch, then JPEG re-encoding (per patch:
+TensorFlow's JPEG codec takes one image) and random rescale (a window of the patch read with a
+margin, resized back to the model's side in one ``crop_and_resize``). Stateless random ops: the
+same seed gives the same batch.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -92,47 +96,99 @@ def _symmetries(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.gather(flat, orders, axis=1, batch_dims=1), (b, p, p, 3))
 
 
+def center_crop(images: tf.Tensor, size: int) -> tf.Tensor:
+    """The central ``size`` x ``size`` of each patch of (B, R, R, C): the patch inside a margin read."""
+    m = (images.shape[1] - size) // 2
+    return images[:, m:m + size, m:m + size]
+
+
+def zoom(images: tf.Tensor, scale: tf.Tensor, size: int) -> tf.Tensor:
+    """Per patch, the centred window of ``size * scale`` pixels resized (bilinear) to ``size``: float (B, size, size, C).
+
+    ``images`` (B, R, R, C) are read with a margin (R >= size, same centre); ``scale`` (B,) is
+    clipped to R / size so the window stays inside. Scale 1 samples exactly the centred crop.
+    """
+    r = images.shape[1]
+    half = (size - 1) / 2 * tf.minimum(tf.cast(scale, tf.float32), r / size)  # centre to outer pixel centres
+    low, high = ((r - 1) / 2 - half) / (r - 1), ((r - 1) / 2 + half) / (r - 1)
+    boxes = tf.stack([low, low, high, high], axis=1)
+    # float in: grappler's cost model has no uint8 CropAndResize and logs a warning per trace
+    return tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(tf.shape(images)[0]), (size, size))
+
+
+def jpeg_reencode(images: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
+    """Each uint8 patch of (B, P, P, 3) JPEG-encoded at its ``quality`` (B,) and decoded (a loop:
+    the codec takes one image; about 0.1 ms a 64 px patch on one CPU core)."""
+    out = tf.map_fn(lambda pair: tf.image.adjust_jpeg_quality(pair[0], pair[1]), (images, quality),
+                    fn_output_signature=tf.uint8)
+    return tf.ensure_shape(out, images.shape)
+
+
+def _uniform(seeds: tf.Tensor, k: int, shape: tuple, low: float, high: float) -> tf.Tensor:
+    """Uniform draws in [low, high) from the ``k``-th of ``seeds``: one seed per jitter, so each is reproducible alone."""
+    return tf.random.stateless_uniform(shape, seeds[k], low, high)
+
+
 def _colour(config: AugmentConfig) -> bool:
-    """Whether ``config`` changes intensities (anything beyond the symmetries)."""
+    """Whether ``config`` changes intensities on the float path (beyond symmetries, rescale and JPEG)."""
     return any((config.brightness, config.contrast, config.hed, config.hed_scale, config.hed_bias, config.hue,
                 config.saturation, config.brightness_factor, config.noise, config.blur))
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
-    """Augment a uint8 batch (B, P, P, 3) with the stateless ``seed`` (int shape [2]); uint8 out."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=12)
+def augment(images: tf.Tensor, seed: tf.Tensor, config: AugmentConfig = AugmentConfig(),
+            patch_size: int | None = None) -> tf.Tensor:
+    """Augment a uint8 batch (B, R, R, 3) with the stateless ``seed`` (int shape [2]); uint8 (B, P, P, 3) out.
+
+    ``patch_size`` P (default R) is the model's side: patches read with a margin (R > P, see
+    ``augment_spec.read_size``) are zoomed into P (``config.rescale``) or else cropped to their centre.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=14)
     b = tf.shape(images)[0]
+    size = patch_size or images.shape[1]
+
+    if config.rescale:
+        bound = math.log1p(config.rescale)  # log-uniform: zooming in and out equally likely
+        scale = tf.exp(_uniform(seeds, 12, (b,), -bound, bound))
+        images = tf.cast(tf.round(zoom(images, scale, size)), tf.uint8)
+    elif images.shape[1] != size:
+        images = center_crop(images, size)
     if config.symmetries:
         images = _symmetries(images, seeds[0])
-    if not _colour(config):
-        return images
+    if _colour(config):
+        images = _colour_jitter(images, seeds, config)
+    if config.jpeg:
+        quality = tf.random.stateless_uniform((b,), seeds[13], config.jpeg, 96, dtype=tf.int32)
+        images = jpeg_reencode(images, quality)
+    return images
+
+
+def _colour_jitter(images: tf.Tensor, seeds: tf.Tensor, config: AugmentConfig) -> tf.Tensor:
+    """The float-path jitters of ``config`` on a uint8 batch, each drawn from its own of ``seeds``."""
+    b = tf.shape(images)[0]
     x = tf.cast(images, tf.float32) / 255.0
 
-    def uniform(k: int, shape: tuple, low: float, high: float) -> tf.Tensor:
-        return tf.random.stateless_uniform(shape, seeds[k], low, high)
-
     if config.hed:
-        jitter = uniform(1, (2, b, 3), -config.hed, config.hed)
+        jitter = _uniform(seeds, 1, (2, b, 3), -config.hed, config.hed)
         x = hed_jitter(x, 1.0 + jitter[0], jitter[1])
     if config.hed_scale or config.hed_bias:
-        alpha = 1.0 + uniform(4, (b, 3), -config.hed_scale, config.hed_scale)
-        x = tellez_hed_jitter(x, alpha, uniform(5, (b, 3), -config.hed_bias, config.hed_bias))
+        alpha = 1.0 + _uniform(seeds, 4, (b, 3), -config.hed_scale, config.hed_scale)
+        x = tellez_hed_jitter(x, alpha, _uniform(seeds, 5, (b, 3), -config.hed_bias, config.hed_bias))
     if config.hue or config.saturation:
         hsv = tf.image.rgb_to_hsv(x)
-        hue = tf.math.floormod(hsv[..., 0] + uniform(6, (b, 1, 1), -config.hue, config.hue), 1.0)
-        sat = hsv[..., 1] * uniform(7, (b, 1, 1), 1 - config.saturation, 1 + config.saturation)
+        hue = tf.math.floormod(hsv[..., 0] + _uniform(seeds, 6, (b, 1, 1), -config.hue, config.hue), 1.0)
+        sat = hsv[..., 1] * _uniform(seeds, 7, (b, 1, 1), 1 - config.saturation, 1 + config.saturation)
         x = tf.image.hsv_to_rgb(tf.stack([hue, tf.clip_by_value(sat, 0.0, 1.0), hsv[..., 2]], axis=-1))
     if config.contrast:
-        factor = uniform(2, (b, 1, 1, 1), 1 - config.contrast, 1 + config.contrast)
+        factor = _uniform(seeds, 2, (b, 1, 1, 1), 1 - config.contrast, 1 + config.contrast)
         mean = tf.reduce_mean(x, axis=(1, 2, 3), keepdims=True)
         x = (x - mean) * factor + mean
     if config.brightness:
-        x = x + uniform(3, (b, 1, 1, 1), -config.brightness, config.brightness)
+        x = x + _uniform(seeds, 3, (b, 1, 1, 1), -config.brightness, config.brightness)
     if config.brightness_factor:
-        x = x * uniform(8, (b, 1, 1, 1), 1 - config.brightness_factor, 1 + config.brightness_factor)
+        x = x * _uniform(seeds, 8, (b, 1, 1, 1), 1 - config.brightness_factor, 1 + config.brightness_factor)
     if config.blur:
-        x = gaussian_blur(x, uniform(9, (b,), 0.0, config.blur))
+        x = gaussian_blur(x, _uniform(seeds, 9, (b,), 0.0, config.blur))
     if config.noise:
-        sigma = uniform(10, (b, 1, 1, 1), 0.0, config.noise)
+        sigma = _uniform(seeds, 10, (b, 1, 1, 1), 0.0, config.noise)
         x = x + sigma * tf.random.stateless_normal(tf.shape(x), seeds[11])
     return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)

@@ -2,8 +2,9 @@
 
 Reading patches from slides costs more than a small CNN's training step; the reference
 team cached patches and trained much faster. The cache lives in a folder named by a hash
-of the index rows it holds, so a changed index never reuses stale patches, and it is
-written atomically (a killed build leaves no half-written cache behind).
+of the index rows it holds and the side read (a margin for random rescale), so a changed
+index or read size never reuses other patches, and it is written atomically (a killed build
+leaves no half-written cache behind).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def index_key(index: pd.DataFrame) -> str:
     return hashlib.sha1("\n".join(keyed).encode("utf-8")).hexdigest()[:16]
 
 
+def cache_key(index: pd.DataFrame, read_size: int) -> str:
+    """The cache folder's name: ``index_key``, plus the read size when it is not the index's patch size."""
+    key = index_key(index)
+    return key if read_size == int(index["patch_size"].iloc[0]) else f"{key}-read{read_size}"
+
+
 @dataclass
 class PatchCache:
     """Patches of an index in index row order, memory-mapped; ``ok`` marks reads that worked."""
@@ -46,20 +53,22 @@ class PatchCache:
         return self.patches[rows], self.ok[rows]
 
 
-def open_cache(index: pd.DataFrame, cache_dir: str | Path, progress: bool = True) -> PatchCache:
-    """The cache of ``index`` under ``cache_dir``, built first if absent.
+def open_cache(index: pd.DataFrame, cache_dir: str | Path, progress: bool = True,
+               read_size: int | None = None) -> PatchCache:
+    """The cache of ``index`` under ``cache_dir``, built first if absent; patches of ``read_size``
+    (default: the index's patch size) on each patch's centre, as ``SlidePatches`` reads them.
 
     Failed reads while building are skipped and counted like in training (too many is a
     HelpkitError); their rows are stored with ``ok`` False.
     """
-    check_index(index)
-    folder = Path(cache_dir) / index_key(index)
+    read_size = check_index(index).patch_size if read_size is None else read_size
+    folder = Path(cache_dir) / cache_key(index, read_size)
     if Path(cache_dir).is_dir():  # a build killed mid-way left a cache-sized .patches.*.tmp.npy
         for sub in sorted(p for p in Path(cache_dir).iterdir() if p.is_dir()):
             remove_stale_temps(sub)
     patches_path, ok_path = folder / "patches.npy", folder / "ok.npy"
     if not ok_path.is_file():
-        source = SlidePatches(index)
+        source = SlidePatches(index, read_size=read_size)
         p = source.patch_size
         ok = np.zeros(len(index), bool)
         starts = range(0, len(index), CHUNK)
