@@ -112,8 +112,7 @@ def zoom(images: tf.Tensor, scale: tf.Tensor, size: int) -> tf.Tensor:
     half = (size - 1) / 2 * tf.minimum(tf.cast(scale, tf.float32), r / size)  # centre to outer pixel centres
     low, high = ((r - 1) / 2 - half) / (r - 1), ((r - 1) / 2 + half) / (r - 1)
     boxes = tf.stack([low, low, high, high], axis=1)
-    # float in: grappler's cost model has no uint8 CropAndResize and logs a warning per trace
-    return tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(tf.shape(images)[0]), (size, size))
+    return tf.image.crop_and_resize(images, boxes, tf.range(tf.shape(images)[0]), (size, size))
 
 
 def jpeg_reencode(images: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
