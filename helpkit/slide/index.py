@@ -78,14 +78,26 @@ class DatasetIndex:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def index_slide(
-    path: str | Path, mask_path: str | Path | None = None, slide_label: int = -1, config: IndexConfig = IndexConfig()
-) -> SlideIndex:
-    """Tissue mask, grid, fractions, labels and sampling for one slide.
+@dataclass(frozen=True)
+class SlideCells:
+    """A slide's grid cells before labelling (``patch_table`` rows), its id, and whether its
+    tumour is known (annotated, or a negative slide)."""
+
+    cells: pd.DataFrame
+    slide_id: str
+    annotated: bool
+
+
+def slide_cells(
+    path: str | Path, mask_path: str | Path | None = None, slide_label: int = -1,
+    geometry: PatchGeometry = PatchGeometry(),
+) -> SlideCells:
+    """Tissue mask, grid and tumour fractions of one slide: what ``index_slide`` labels and
+    samples, and what hard-negative mining (``helpkit.train.hard_negatives``) labels again.
 
     A negative slide (``slide_label`` 0) without a mask has no tumour anywhere; a slide of
-    unknown label without a mask keeps its tissue patches with label -1; a positive slide
-    needs its mask. Patches touching an annotation's exclusion regions are ambiguous (-1).
+    unknown label without a mask has ``tumour_frac`` NaN (label -1); a positive slide needs
+    its mask. Cells touching an annotation's exclusion regions get ``tumour_frac`` NaN too.
     """
     with SlideReader(path) as reader:
         exclusion = None
@@ -97,24 +109,35 @@ def index_slide(
             raise HelpkitError("positive slide has no tumour mask", path)
         else:
             tumour = None
-        grid = grid_for(reader, config.geometry)
-        cells = patch_table(grid, tissue_mask(reader, config.geometry.tissue_mpp), tumour)
+        grid = grid_for(reader, geometry)
+        cells = patch_table(grid, tissue_mask(reader, geometry.tissue_mpp), tumour)
         slide_id = reader.slide_id
-    labelled = label_patches(exclude_cells(cells, grid, exclusion), config.tumour_threshold, config.min_tissue)
+    return SlideCells(exclude_cells(cells, grid, exclusion), slide_id, tumour is not None)
+
+
+def index_slide(
+    path: str | Path, mask_path: str | Path | None = None, slide_label: int = -1, config: IndexConfig = IndexConfig()
+) -> SlideIndex:
+    """Tissue mask, grid, fractions (``slide_cells``), labels and sampling for one slide.
+
+    Patches touching an annotation's exclusion regions are ambiguous (-1).
+    """
+    found = slide_cells(path, mask_path, slide_label, config.geometry)
+    labelled = label_patches(found.cells, config.tumour_threshold, config.min_tissue)
     counts = labelled["label"].value_counts()
     sampled = sample_patches(
-        labelled, slide_id=slide_id, max_per_class=config.max_per_class, balance=config.balance,
-        annotated=tumour is not None, seed=config.seed,
+        labelled, slide_id=found.slide_id, max_per_class=config.max_per_class, balance=config.balance,
+        annotated=found.annotated, seed=config.seed,
     )
     patches = sampled.assign(
-        slide_id=slide_id, path=str(path), slide_label=np.int8(slide_label), **config.geometry.to_dict(),
+        slide_id=found.slide_id, path=str(path), slide_label=np.int8(slide_label), **config.geometry.to_dict(),
     )[INDEX_COLUMNS].reset_index(drop=True)
     return SlideIndex(
         patches=patches,
         n_tissue=len(labelled),
         n_tumour=int(counts.get(1, 0)),
         n_normal=int(counts.get(0, 0)),
-        n_ambiguous=int(counts.get(-1, 0)) if tumour is not None else 0,
+        n_ambiguous=int(counts.get(-1, 0)) if found.annotated else 0,
     )
 
 
