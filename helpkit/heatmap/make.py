@@ -8,8 +8,9 @@ for all runs; its patches are read once per run and go through every fold model 
 
 A heatmap on disk is reused only when its ``key`` matches: the slide file's identity (size,
 modification time and a hash of its first and last 64 KiB), the fold model files' identity,
-the model name, folds and patch geometry. A test set whose file names repeat an earlier
-one's, or a retrained model, is computed afresh.
+the model name, folds and patch geometry, the test-time augmentation and the run's stain
+normalisation reference. A test set whose file names repeat an earlier one's, or a retrained
+model, is computed afresh.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
 from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
+from helpkit.heatmap.tta import DEFAULT_TTA, tta_predict, tta_transforms
 from helpkit.io import file_identity, folder_bytes, remove_stale_temps
 from helpkit.slidemap import Executor, active_progress, map_slides, process_cached
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.grid import cell_fractions
+from helpkit.slide.stain_normalise import StainStats, normalised_predict
 from helpkit.train import Run, load_run
+from helpkit.train.stain import slide_stains_or_none
 
 MIN_TISSUE_FRACTION = 0.1
 """A grid cell goes through the model when at least this share of it is tissue: lower than
@@ -42,12 +46,13 @@ the training index's bar, so tumour at the edge of tissue is still looked at."""
 PredictorFactory = Callable[[Run, list[int]], PredictFn]
 
 def heatmap_key(slide: SlideRecord, slide_identity: str, run: Run, model_identities: dict[int, str],
-                folds: list[int], geometry: PatchGeometry, compute: dict[str, bool] | None = None) -> str:
+                folds: list[int], geometry: PatchGeometry, compute: dict[str, bool] | None = None,
+                tta: str = DEFAULT_TTA) -> str:
     """What a heatmap is made from, as one digest: the slide file (``slide_identity``, its
     ``helpkit.io.file_identity``) and what is recorded of it (id, split, label), the model name,
     its fold model files (``model_identities`` by fold) and the geometry; and ``compute`` (mixed
-    precision, XLA) when either is on, so float32 heatmaps keep their keys. The identities come
-    in computed, once per slide and once per run, not once per pair."""
+    precision, XLA) when either is on, so float32 heatmaps keep their keys; likewise ``tta`` when
+    not ``none``. The identities come in computed, once per slide and once per run, not once per pair."""
     parts = {
         "slide": slide_identity,
         "record": [slide.slide_id, slide.split, None if math.isnan(slide.label) else slide.label],
@@ -57,6 +62,10 @@ def heatmap_key(slide: SlideRecord, slide_identity: str, run: Run, model_identit
     }
     if compute and any(compute.values()):
         parts["compute"] = compute
+    if tta != DEFAULT_TTA:
+        parts["tta"] = tta
+    if run.stain_reference is not None:  # never reused across stain normalisation references
+        parts["stain"] = run.stain_reference.to_dict()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -158,6 +167,8 @@ class Options:
     """Run the models in mixed_float16 (``helpkit.models.compute``)."""
     xla: bool = False
     """Run the models' forward pass XLA-compiled."""
+    tta: str = DEFAULT_TTA
+    """Test-time augmentation (``helpkit.heatmap.tta.TTAS``): each patch scored as the mean over its symmetries."""
 
 
 def heatmap_geometry(run: Run, options: Options) -> PatchGeometry:
@@ -196,6 +207,7 @@ def make_heatmaps(
     The slides left to do go through ``helpkit.slidemap.map_slides`` on ``executor`` (default:
     in process), one task per slide; on a cluster each worker keeps the runs' models.
     """
+    tta_transforms(options.tta)  # an unknown name fails here, not on every slide
     runs = [load_run(d) for d in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -212,7 +224,8 @@ def make_heatmaps(
         identity = file_identity(slide.path)
         for i, run in enumerate(runs):
             folds = out_of_fold(run, slide.slide_id)
-            key = heatmap_key(slide, identity, run, models[i], folds, heatmap_geometry(run, options), compute)
+            key = heatmap_key(slide, identity, run, models[i], folds, heatmap_geometry(run, options), compute,
+                              options.tta)
             if options.force or not _is_current(heatmap_path(out_dir, run.name, slide.slide_id), key, options):
                 todo.append((i, folds, key))
             else:
@@ -244,7 +257,8 @@ class SlideHeatmapJob:
 
     Called with ``(slide, ((run index, folds, key), ...))``; returns ``{"written", "failed"}``.
     Picklable, so it runs on a Dask worker as well; with no ``predictor`` it uses the worker's
-    shared Keras models (``keras_predictor(shared=True)``).
+    shared Keras models (``keras_predictor(shared=True)``). Either way each predict function is
+    wrapped by ``options.tta`` (``helpkit.heatmap.tta.tta_predict``).
     """
 
     run_dirs: tuple[str, ...]
@@ -255,8 +269,10 @@ class SlideHeatmapJob:
     def __call__(self, item: tuple[SlideRecord, tuple[tuple[int, list[int], str], ...]]) -> dict[str, int]:
         slide, plan = item
         runs = [load_run(d) for d in self.run_dirs]
-        maker = _SlideHeatmaps(Path(self.out_dir), self.options, self.predictor or keras_predictor(
-            shared=True, mixed_precision=self.options.mixed_precision, xla=self.options.xla))
+        predictor = self.predictor or keras_predictor(
+            shared=True, mixed_precision=self.options.mixed_precision, xla=self.options.xla)
+        maker = _SlideHeatmaps(Path(self.out_dir), self.options,
+                               lambda run, folds: tta_predict(predictor(run, folds), self.options.tta))
         maker.slide(slide, [(runs[i], list(folds), key) for i, folds, key in plan])
         return {"written": maker.counts["written"], "failed": maker.counts["failed"]}
 
@@ -303,6 +319,7 @@ class _SlideHeatmaps:
                 for run, folds, key in todo:
                     self._write(failure(run, folds, key, str(err)))
                 return
+            stains: dict[tuple[float, str], StainStats | None] = {}  # once per slide, mask and method
             for run, folds, key in todo:
                 if not folds:
                     error = "every fold model trained on this slide: no out-of-fold heatmap"
@@ -310,18 +327,26 @@ class _SlideHeatmaps:
                     continue
                 geometry = heatmap_geometry(run, self.options)
                 grid = grid_for(reader, geometry)
-                heatmap = self._heatmap(reader, slide, run, folds, grid, tissue_grid(grid, masks[geometry.tissue_mpp]))
+                mask, stain_key = masks[geometry.tissue_mpp], (geometry.tissue_mpp, run.normalise)
+                if run.stain_reference is not None and stain_key not in stains:
+                    stains[stain_key] = slide_stains_or_none(reader, mask, run.normalise)
+                heatmap = self._heatmap(reader, slide, run, folds, grid, tissue_grid(grid, mask), stains.get(stain_key))
                 heatmap.geometry, heatmap.key = geometry, key
                 self._write(heatmap, thumb)
 
     def _heatmap(self, reader: SlideReader, slide: SlideRecord, run: Run, folds: list[int], grid: GridSpec,
-                 tissue: np.ndarray) -> Heatmap:
+                 tissue: np.ndarray, stain: StainStats | None = None) -> Heatmap:
+        """One run's heatmap of the slide; with ``stain`` (the slide's statistics) patches are
+        normalised to the run's reference before its models."""
         bar, task = self.bar, self.patch_task
         if bar is not None:
             bar.update(task, total=int(tissue.sum()), completed=0,
                        description=f"patches {slide.slide_id} · {run.name}")
+        predict = self.predictor(run, folds)
+        if stain is not None:
+            predict = normalised_predict(predict, stain, run.stain_reference)
         result = run_heatmap(
-            reader, self.predictor(run, folds), grid, tissue,
+            reader, predict, grid, tissue,
             batch_size=self.options.batch_size, workers=self.options.workers,
             on_batch=(lambda n: bar.advance(task, n)) if bar is not None else None,
         )
@@ -330,5 +355,5 @@ class _SlideHeatmaps:
             origin=(int(grid.origin[0]), int(grid.origin[1])), stride0=int(grid.stride0),
             patch_size0=int(grid.patch_size0), geometry=run.geometry,
             slide_id=slide.slide_id, model=run.name, split=slide.split, label=slide.label,
-            folds=folds, errors=result.errors, mpp=reader.mpp,
+            folds=folds, errors=result.errors, mpp=reader.mpp, tta=self.options.tta, stain=stain,
         )

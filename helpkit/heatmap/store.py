@@ -19,10 +19,15 @@ Layout ``HEATMAP_DIR/<model>/<slide_id>.npz``, schema_version 2 (docs/contracts.
   ``helpkit.heatmap.make.heatmap_key``): a cached heatmap is reused only when it matches.
 - ``mpp`` float64[2] (extra key, optional on read): level-0 microns per pixel (x, y), NaN
   when the slide does not say; lets features give tissue area in mm^2.
+- ``tta`` str (extra key, optional on read: ``none`` when absent): the test-time augmentation
+  that made it (``helpkit.heatmap.tta.TTAS``).
+- ``stain`` str (extra key, optional on read: none when absent or ''): the slide's stain
+  statistics as JSON (``StainStats.to_dict``) when the run normalises stains.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from helpkit.errors import HelpkitError
-from helpkit.io import atomic_path
+from helpkit.heatmap.tta import DEFAULT_TTA
+from helpkit.io import atomic_path, json_text
 from helpkit.slide.geometry import PatchGeometry
+from helpkit.slide.stain_normalise import StainStats
 
 SCHEMA_VERSION = 2
 """2: ``geometry`` (microns) replaced the pyramid ``level``; ``key`` added."""
@@ -62,6 +69,8 @@ class Heatmap:
     errors: list[str] = field(default_factory=list)
     mpp: tuple[float, float] | None = None
     key: str = ""
+    tta: str = DEFAULT_TTA
+    stain: StainStats | None = None
 
     @property
     def patch_size(self) -> int:
@@ -133,9 +142,20 @@ def write_heatmap(path: str | Path, heatmap: Heatmap) -> None:
         "errors": np.asarray(heatmap.errors, dtype=np.str_).reshape(-1),
         "mpp": np.asarray(mpp, dtype=np.float64),
         "key": np.str_(heatmap.key),
+        "tta": np.str_(heatmap.tta),
+        "stain": np.str_("" if heatmap.stain is None else json_text(heatmap.stain.to_dict(), indent=None)),
     }
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
+
+
+def _stain(text: str, path: Path) -> StainStats | None:
+    if not text:
+        return None
+    try:
+        return StainStats.from_dict(json.loads(text), path)
+    except ValueError as err:
+        raise HelpkitError(f"malformed stain statistics ({err})", path) from err
 
 
 def read_heatmap(path: str | Path) -> Heatmap:
@@ -170,4 +190,6 @@ def read_heatmap(path: str | Path) -> Heatmap:
         errors=[str(e) for e in data["errors"]],
         mpp=None if mpp is None or np.isnan(mpp).any() else (float(mpp[0]), float(mpp[1])),
         key=str(data["key"]),
+        tta=str(data["tta"]) if "tta" in data else DEFAULT_TTA,
+        stain=_stain(str(data.get("stain", "")), path),
     )
