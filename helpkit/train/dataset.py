@@ -21,7 +21,7 @@ from helpkit.errors import HelpkitError
 from helpkit.slide import SlideReader
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.index import index_geometry
-from helpkit.train.augment import AugmentConfig, augment
+from helpkit.train.augment import AugmentConfig, augment, center_crop
 
 MAX_FAILED_FRACTION = 0.05
 """Failed patch reads are skipped and counted; more than this share of the index is fatal."""
@@ -53,16 +53,18 @@ class SlidePatches:
     A patch that fails to read (a slide that does not open, a corrupt tile) comes back
     white with ``ok`` False and is counted; once failures exceed ``max_failed_fraction``
     of the index, ``read`` raises a HelpkitError (kept in ``fatal`` too, because TensorFlow
-    wraps exceptions raised inside the pipeline).
+    wraps exceptions raised inside the pipeline). ``read_size`` (default: the index's patch
+    size) reads a larger square on the same centre: the margin random rescale zooms within.
     """
 
     def __init__(self, index: pd.DataFrame, max_failed_fraction: float = MAX_FAILED_FRACTION,
-                 threads: int = READ_THREADS) -> None:
+                 threads: int = READ_THREADS, read_size: int | None = None) -> None:
         geometry = check_index(index)
         self.paths = index["path"].astype(str).to_numpy()
         self.xy = index[["x", "y"]].to_numpy(np.int64)
         self.mpp = geometry.mpp
-        self.patch_size = geometry.patch_size
+        self.patch_size = read_size or geometry.patch_size
+        self.margin = (self.patch_size - geometry.patch_size) / 2  # pixels at mpp beyond each side
         self.max_failures = int(max_failed_fraction * len(index))
         self.failures = 0
         self.last_error = ""
@@ -86,7 +88,9 @@ class SlidePatches:
     def _read_one(self, row: int) -> np.ndarray | None:
         p = self.patch_size
         try:
-            patch = self._reader(self.paths[row]).read_region_mpp(tuple(self.xy[row]), self.mpp, (p, p))
+            reader = self._reader(self.paths[row])
+            shift = round(self.margin * self.mpp / reader.base_mpp)  # level-0 pixels
+            patch = reader.read_region_mpp(tuple(self.xy[row] - shift), self.mpp, (p, p))
         except HelpkitError as err:
             with self._lock:
                 self.failures += 1
@@ -134,13 +138,15 @@ def patch_dataset(
     training: bool,
     seed: int = 0,
     augmentation: AugmentConfig | None = AugmentConfig(),
+    patch_size: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (uint8 patches, float labels (B, 1)[, class weights (B,)]).
 
     ``rows`` are the index rows to use and ``labels`` their 0/1 labels. With ``training``
     the rows are reshuffled every epoch (seeded), batches carry class weights and are
     augmented; otherwise the order is fixed and patches are left as read. Same seed, same
-    batches.
+    batches. ``patch_size`` is the model's side (default: the source's); a source reading a
+    margin around it (random rescale) is zoomed into it by the augmentation, else cropped.
     """
     rows = np.asarray(rows, np.int64)
     labels = np.asarray(labels, np.float32)
@@ -163,12 +169,15 @@ def patch_dataset(
     if training:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(read_batch, num_parallel_calls=2, deterministic=True)
+    size = patch_size or p
+    if size != p and not (training and augmentation is not None):
+        ds = ds.map(lambda x, y, w: (center_crop(x, size), y, w))
     if not training:
         return ds.map(lambda x, y, w: (x, y)).prefetch(tf.data.AUTOTUNE)
     if augmentation is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, s: (augment(batch[0], s, augmentation), batch[1], batch[2]),
+            lambda batch, s: (augment(batch[0], s, augmentation, size), batch[1], batch[2]),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )
     return ds.prefetch(tf.data.AUTOTUNE)

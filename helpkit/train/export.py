@@ -7,8 +7,8 @@ on no slide of the data, so every slide, training or test, is scored by it. The 
 take uint8 RGB patches, (batch, P, P, 3) with values 0-255, and return (batch, 1) tumour
 probabilities in [0, 1]: its normalisation belongs inside it, as helpkit's own models do.
 
-``export_run`` copies a run folder without what only training needs (the patch cache,
-``checkpoint.keras``, ``state.json``, temporaries): what a submission ships.
+``export_run`` copies a run folder (its ``stain.json`` too) without what only training needs
+(the patch cache, ``checkpoint.keras``, ``state.json``, temporaries): what a submission ships.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from helpkit.errors import HelpkitError
 from helpkit.io import atomic_path, write_json
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.train.run_folder import Run, fold_dir, load_run, write_run
+from helpkit.train.stain import STAIN_FILE
 
 IMPORTED = "imported"
 """The architecture recorded for a model helpkit did not build."""
@@ -99,7 +100,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> tuple[int, int]:
             raise HelpkitError(f"fold {fold.index} has no trained model: train it (or resume) before exporting",
                                fold.model_path)
     _new_folder(out)
-    copied = [(run.path / "run.json", out / "run.json")]
+    copied = [(run.path / f, out / f) for f in ("run.json", STAIN_FILE) if (run.path / f).is_file()]
     for fold in run.folds:
         source = fold.model_path.parent
         dest = out / fold.model_path.parent.relative_to(run.path)

@@ -26,10 +26,12 @@ from helpkit.io import write_json
 from helpkit.models import build
 from helpkit.models.compute import build_model, jit_compile
 from helpkit.train.augment import AugmentConfig
+from helpkit.train.augment_spec import read_size
 from helpkit.train.cache import open_cache
 from helpkit.train.callbacks import MONITOR, Checkpoint, Progress, ResumeState, TimeBudget, Validation
 from helpkit.train.dataset import PatchSource, SlidePatches, check_index, patch_dataset
 from helpkit.train.folds import slide_folds
+from helpkit.train.stain import NormalisedPatches, run_stains
 from helpkit.train.run_folder import NORMALISATION, Run, fold_dir, load_run, write_run
 
 
@@ -53,6 +55,9 @@ class TrainConfig:
     """Train under Keras' mixed_float16 policy (float32 output and variables, loss scaling)."""
     xla: bool | None = None
     """XLA-compile the train step; None: Keras' "auto" (XLA on a GPU, not on a CPU)."""
+    normalise: str = "none"
+    """Stain normalisation (``helpkit.slide.stain_normalise.NORMALISERS``): each slide's patches
+    mapped onto the reference of the run's slides, saved in ``stain.json``, before augmentation."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,9 @@ def train_fold(
 
     seed = config.seed + initial_epoch  # a resumed fold does not replay the first epochs' order
     train_ds = patch_dataset(data.source, data.train_rows, data.train_labels, config.batch_size,
-                             training=True, seed=seed, augmentation=config.augmentation)
-    val_ds = patch_dataset(data.source, data.val_rows, data.val_labels, config.batch_size, training=False)
+                             training=True, seed=seed, augmentation=config.augmentation, patch_size=patch_size)
+    val_ds = patch_dataset(data.source, data.val_rows, data.val_labels, config.batch_size, training=False,
+                           patch_size=patch_size)
     schedulers = {
         "early_stopping": keras.callbacks.EarlyStopping(MONITOR, patience=config.early_stopping_patience),
         "reduce_lr": keras.callbacks.ReduceLROnPlateau(MONITOR, factor=config.lr_factor,
@@ -267,18 +273,21 @@ def train_run(
     write_run(out, name=name, architecture=config.model, geometry=geometry, width=config.width,
               splits=splits, config=asdict(config))
 
+    stains = run_stains(index, out, config.normalise, geometry.tissue_mpp) if config.normalise != "none" else None
     usable = None
+    read = read_size(patch_size, config.augmentation.rescale)  # with a margin to rescale within
     if config.cache:
-        cache = open_cache(index, Path(cache_dir) if cache_dir else out / "cache")
+        cache = open_cache(index, Path(cache_dir) if cache_dir else out / "cache", read_size=read)
         source: PatchSource = cache
         usable = cache.ok
     else:
-        source = SlidePatches(index)
+        source = SlidePatches(index, read_size=read)
+    patches = source if stains is None else NormalisedPatches(source, index["slide_id"].to_numpy(), stains)
     try:
         for k, (train_slides, val_slides) in enumerate(splits):
             now = time.monotonic()
             fold_deadline = None if deadline is None else now + (deadline - now) / (len(splits) - k)
-            data = fold_data(index, source, train_slides, val_slides, usable)
+            data = fold_data(index, patches, train_slides, val_slides, usable)
             state = train_fold(data, fold_dir(out, k), config, patch_size=patch_size, deadline=fold_deadline,
                                description=f"{name} fold {k + 1}/{len(splits)}", extra_callbacks=extra_callbacks)
             write_json(fold_dir(out, k) / "model.json", _model_json(run_meta, k, data, state))

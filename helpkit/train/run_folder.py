@@ -7,12 +7,13 @@ Layout (the interface the heatmap and ensemble stages read)::
     RUN_DIR/fold_<k>/model.json    name, architecture, geometry, normalisation,
                                    config, metrics, fold, train_slides, val_slides
     RUN_DIR/fold_<k>/log.csv       per-epoch loss/accuracy/AUC (train and validation)
+    RUN_DIR/stain.json             stain normalisation, when trained with one (helpkit.train.stain)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ from helpkit.slide.geometry import PatchGeometry
 
 if TYPE_CHECKING:
     import keras
+
+    from helpkit.slide.stain_normalise import StainStats
 
 RUN_SCHEMA_VERSION = 2
 """2: the patch geometry in microns (``geometry``) replaced the pyramid ``level``."""
@@ -55,6 +58,10 @@ class Run:
     folds: list[Fold]
     width: float = 1.0
     config: dict[str, Any] = field(default_factory=dict)
+    normalise: str = "none"
+    """Stain normalisation the models were trained with (none without ``stain.json``)."""
+    stain_reference: StainStats | None = None
+    """The reference look patches are normalised to before the models (None for none)."""
 
     @property
     def patch_size(self) -> int:
@@ -144,7 +151,7 @@ def load_run(run_dir: str | Path) -> Run:
             )
             for f in meta["folds"]
         ]
-        return Run(
+        run = Run(
             path=run_dir,
             name=str(meta["name"]),
             architecture=str(meta["architecture"]),
@@ -155,3 +162,7 @@ def load_run(run_dir: str | Path) -> Run:
         )
     except (ValueError, KeyError, TypeError) as err:
         raise HelpkitError(f"malformed run.json ({err!r})", path) from err
+    from helpkit.train.stain import read_run_stains
+
+    stains = read_run_stains(run_dir)
+    return run if stains is None else replace(run, normalise=stains.method, stain_reference=stains.reference)
