@@ -17,6 +17,7 @@ What ``/data/model`` holds after the train stage::
     index_<geometry key>.parquet   patch index per patch geometry (e.g. index_M0.5_P64_S64_T8)
     runs/<model>/               run folders (helpkit.train)
     heatmaps/<model>/*.npz      out-of-fold heatmaps of the training slides
+    (hard_negatives > 0)        runs/<model>.round1/, heatmaps.round1/<model>/, index_<key>_hard_<model>.parquet
     features_oof.parquet        their slide features
     ensemble/                   the fitted ensemble (helpkit.ensemble.fit_ensemble)
     ensemble_report/            every candidate's out-of-fold AUC, CSV and ROC PNG
@@ -28,6 +29,7 @@ import hashlib
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ import pandas as pd
 
 from helpkit.config import ModelSpec, SubmissionConfig
 from helpkit.errors import HelpkitError
-from helpkit.train.augment_spec import AUGMENTATIONS
+from helpkit.train.augment_spec import augment_config
 from helpkit.io import write_json
 
 PIPELINE_FILE = "pipeline.json"
@@ -97,20 +99,47 @@ def _ensemble_params(config: SubmissionConfig) -> dict[str, Any]:
 
 
 def _heatmaps(run_dirs: list[Path], config: SubmissionConfig, records: list, out: Path) -> dict[str, int]:
-    """``make_heatmaps`` of every model, each with its own mixed precision and XLA (one call when they agree)."""
+    """``make_heatmaps`` of every model, each with its own mixed precision, XLA and TTA (one call when they agree)."""
     from collections import Counter
 
     from helpkit.heatmap.make import Options, make_heatmaps
     from helpkit.slidemap import Executor
 
-    groups: dict[tuple[bool, bool], list[Path]] = {}
+    groups: dict[tuple[bool, bool, str], list[Path]] = {}
     for spec, run_dir in zip(config.models, run_dirs):
-        groups.setdefault((spec.mixed_precision, bool(spec.xla)), []).append(run_dir)
+        groups.setdefault((spec.mixed_precision, bool(spec.xla), spec.tta), []).append(run_dir)
     counts: Counter[str] = Counter()
-    for (mixed, xla), dirs in groups.items():
-        counts.update(make_heatmaps(dirs, records, out, Options(mixed_precision=mixed, xla=xla),
+    for (mixed, xla, tta), dirs in groups.items():
+        counts.update(make_heatmaps(dirs, records, out, Options(mixed_precision=mixed, xla=xla, tta=tta),
                                     executor=Executor.from_env()))
     return dict(counts)
+
+
+def _second_round(spec: ModelSpec, index: pd.DataFrame, slides: pd.DataFrame, run_dir: Path, fit: Any,
+                  model_dir: Path, config: SubmissionConfig, data_dir: str | Path,
+                  layout: str | None) -> dict[str, Any]:
+    """Hard-negative mining for ``spec`` (``helpkit.train.hard_negatives.second_round``): round 1 in
+    ``runs/<model>.round1``, its out-of-fold heatmaps in ``heatmaps.round1/``, round 2 in ``run_dir``."""
+    from helpkit.heatmap.make import slide_records
+    from helpkit.train.hard_negatives import second_round
+
+    if spec.folds < 2:
+        raise HelpkitError(f"model {spec.name!r}: hard_negatives needs folds >= 2 (the training slides are "
+                           "scored out of fold)")
+    one = config.model_copy(update={"models": [spec]})
+    round1_heatmaps = model_dir / "heatmaps.round1"
+
+    def score(run: Path) -> Path:
+        _heatmaps([run], one, slide_records(data_dir, layout=layout), round1_heatmaps)
+        return round1_heatmaps / spec.name
+
+    done = second_round(index, _index_path(model_dir, spec), slides, run_dir, spec.hard_negatives,
+                        fit=fit, score=score)
+    log(f"model {spec.name}: {done['added']} hard negatives (target {done['target']}, at most "
+        f"{done['max_per_slide']} a slide) scored {done['score_min']}-{done['score_max']} by round 1, "
+        f"{'reused ' if done['reused'] else ''}{done['index']}; round 1 kept in runs/{done['round1']}")
+    return done
+
 
 def train(
     data_dir: str | Path, model_dir: str | Path, config: SubmissionConfig, submission_dir: str | Path | None = None,
@@ -132,6 +161,7 @@ def train(
     slides = check_labels(discover(data_dir, "train", layout), strict)
     log(f"train stage: {len(slides)} slides ({int((slides['label'] == 1).sum())} positive)")
     timings: dict[str, float] = {}
+    hard_negatives: dict[str, dict[str, Any]] = {}
     run_dirs = _run_dirs(model_dir, config, Path(submission_dir) if submission_dir else None)
     for spec, run_dir in zip(config.models, run_dirs):
         if spec.weights is not None:
@@ -141,10 +171,16 @@ def train(
         index = _patch_index(slides, spec, config.seed, model_dir)
         log(f"training {spec.name} ({spec.architecture}, {spec.folds} folds)")
         train_config = TrainConfig(model=spec.architecture, width=spec.width, folds=spec.folds, epochs=spec.epochs,
-                                   batch_size=spec.batch, seed=config.seed, augmentation=AUGMENTATIONS[spec.augment],
-                                   mixed_precision=spec.mixed_precision, xla=spec.xla)
+                                   batch_size=spec.batch, seed=config.seed,
+                                   augmentation=augment_config(spec.augment, spec.augment_params),
+                                   mixed_precision=spec.mixed_precision, xla=spec.xla, normalise=spec.normalise)
         budget = spec.time_budget_min * 60 if spec.time_budget_min is not None else None
-        train_run(index, run_dir, train_config, name=spec.name, time_budget_s=budget)
+        fit = partial(train_run, config=train_config, name=spec.name, time_budget_s=budget)
+        if spec.hard_negatives > 0:
+            hard_negatives[spec.name] = _second_round(spec, index, slides, run_dir, fit, model_dir, config,
+                                                      data_dir, layout)
+        else:
+            fit(index, run_dir)
         timings[f"train_{spec.name}"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -170,6 +206,7 @@ def train(
                  for spec, d in zip(config.models, run_dirs)},
         "n_slides": len(slides),
         "heatmaps": counts,
+        "hard_negatives": hard_negatives,
         "timings_s": {**timings, "total": time.monotonic() - started},
     }
     write_json(model_dir / PIPELINE_FILE, summary)

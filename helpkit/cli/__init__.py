@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 
 from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app``)
+    augment_preview,
     data,
     ensemble,
     heatmap,
@@ -35,7 +36,8 @@ from helpkit.cli import (  # noqa: E402  (each module adds its commands to ``app
     train,
 )
 
-for _module in (project, synth, data, train, heatmap, lesions, ensemble, scoring, submission, platform, report):
+for _module in (project, synth, data, train, augment_preview, heatmap, lesions, ensemble, scoring, submission,
+                platform, report):
     _module.register(app)
 
 

@@ -10,7 +10,8 @@ import typer
 from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
-from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT
+from helpkit.slide.stain_normalise import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
+from helpkit.train.augment_spec import AUGMENT_HELP, DEFAULT_AUGMENT, augment_config, parse_overrides
 
 
 EXIT_RESERVE_S = 10.0
@@ -63,6 +64,10 @@ def train(
         "--no-cache reads slides with threaded readers every epoch.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of folds, weights, shuffling and augmentation.")] = 0,
     augment: Annotated[str, typer.Option(help=AUGMENT_HELP)] = DEFAULT_AUGMENT,
+    augment_param: Annotated[list[str] | None, typer.Option(
+        "--augment-param", metavar="KEY=VALUE", help="Override one parameter of the --augment preset "
+        "(repeatable), e.g. jpeg=0 or hed_scale=0.05: the fields of AugmentConfig, see docs/augmentation.md.")] = None,
+    normalise: Annotated[str, typer.Option(help=NORMALISE_HELP)] = DEFAULT_NORMALISE,
     name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,
@@ -91,6 +96,12 @@ def train(
     start = time.monotonic()
     if (data is None) == (index is None):
         raise HelpkitError("give exactly one of --data (index the slides here) or --index (a patch index)")
+    if normalise not in NORMALISERS:
+        raise HelpkitError(f"unknown stain normalisation {normalise!r}: choose {', '.join(NORMALISERS)}")
+    try:
+        augmentation = augment_config(augment, parse_overrides(augment_param or []))
+    except ValueError as err:
+        raise HelpkitError(str(err)) from None
     from helpkit.models import build
     from helpkit.train.fit import TrainConfig, train_run
 
@@ -99,11 +110,9 @@ def train(
     else:
         build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
         patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout)
-    if augment not in AUGMENTATIONS:
-        raise HelpkitError(f"unknown augmentation {augment!r}: choose {', '.join(AUGMENTATIONS)}")
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
-                         learning_rate=learning_rate, seed=seed, cache=cache, augmentation=AUGMENTATIONS[augment],
-                         mixed_precision=mixed_precision, xla=xla)
+                         learning_rate=learning_rate, seed=seed, cache=cache, augmentation=augmentation,
+                         mixed_precision=mixed_precision, xla=xla, normalise=normalise)
     budget_s = None if time_budget is None else time_budget * 60 - (time.monotonic() - start) - EXIT_RESERVE_S
     run = train_run(patches, out, config, name=name, time_budget_s=budget_s)
     import json
