@@ -72,13 +72,19 @@ def _check_table(table: pd.DataFrame, candidates: list[str]) -> None:
     assert table.loc[seed, "phase1_p_vs_seed"].isna().all() and table.loc[~seed, "phase2_p_vs_seed"].between(0, 1).all()
 
 
+def _truth() -> dict[str, pd.DataFrame]:
+    """40 test slides per phase, a quarter each negative, macro, micro and itc."""
+    ids = [f"Slide{k:03d}" for k in range(40)]
+    classes = np.array(["negative", "macro", "micro", "itc"] * 10)
+    return {p: pd.DataFrame({"label": (classes != "negative").astype(int), "size_class": classes}, index=ids)
+            for p in _bench().PHASES}
+
+
 def test_quality_table_and_plot(tmp_path: Path) -> None:
     bench = _bench()
     rng = np.random.default_rng(0)
-    ids = [f"Slide{k:03d}" for k in range(40)]
-    classes = np.array(["negative", "macro", "micro", "itc"] * 10)
-    truth = {p: pd.DataFrame({"label": (classes != "negative").astype(int), "size_class": classes}, index=ids)
-             for p in bench.PHASES}
+    truth = _truth()
+    ids = truth["phase1"].index
     candidates = [bench.SEED_STYLE, "simple max", "lgbm stack"]
     y = truth["phase1"]["label"].to_numpy()
     scores = {p: pd.DataFrame({c: y * (0.4 - 0.25 * k) + rng.uniform(0, 0.6, len(ids)) for c in candidates}, index=ids)
@@ -96,10 +102,8 @@ def test_compare_reads_scores_of_runs_and_tests_against_the_first(tmp_path: Path
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bench = _bench()
     rng = np.random.default_rng(1)
-    ids = [f"Slide{k:03d}" for k in range(40)]
-    classes = np.array(["negative", "macro", "micro", "itc"] * 10)
-    truth = {p: pd.DataFrame({"label": (classes != "negative").astype(int), "size_class": classes}, index=ids)
-             for p in bench.PHASES}
+    truth = _truth()
+    ids = truth["phase1"].index
     y = truth["phase1"]["label"].to_numpy()
     noise = {p: rng.uniform(0, 0.6, len(ids)) for p in bench.PHASES}
     for name, signal in (("old", 0.05), ("new", 0.5)):  # the same seed-style scores, a stronger stack
