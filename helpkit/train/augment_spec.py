@@ -36,9 +36,9 @@ class AugmentConfig:
     hed_bias: float = 0.0
     """Tellez's bias: each stain, in Tellez's HED space, shifted by [-b, b]."""
     hue: float = 0.0
-    """Hue shifted by [-h, h] turns of the colour circle."""
+    """Hue shifted by [-h, h] turns of the colour circle (a rotation of YIQ's chroma plane: about HSV's hue shift)."""
     saturation: float = 0.0
-    """Saturation scaled by [1 - s, 1 + s]."""
+    """Saturation scaled by [1 - s, 1 + s] (YIQ's chroma scaled towards the grey of equal luma)."""
     brightness_factor: float = 0.0
     """Intensities scaled by [1 - f, 1 + f] (Tellez: 0.35, x[0.65, 1.35])."""
     noise: float = 0.0
