@@ -3,6 +3,8 @@ margin read for rescale (slides and cache), overrides from submission.toml and t
 
 from __future__ import annotations
 
+import hashlib
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +14,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
-from skimage.color import hed2rgb, rgb2hsv
+from scipy import ndimage, stats
+from skimage.color import hed2rgb, hed_from_rgb, rgb2hsv, rgb_from_hed
 
-from helpkit.train.augment import augment, center_crop, gaussian_blur, jpeg_reencode, tellez_hed_jitter, zoom
+from helpkit.train.augment import (augment, center_crop, gaussian_blur, hue_saturation_matrix, jpeg_reencode,
+                                   standard_normal, tellez_hed_jitter, zoom)
 from helpkit.train.augment_spec import (AUGMENTATIONS, DEFAULT_AUGMENT, AugmentConfig, augment_config,
                                         parse_overrides, read_size)
 
@@ -74,6 +78,14 @@ def test_none_is_the_identity_and_flips_only_permute_pixels() -> None:
         np.testing.assert_array_equal(np.sort(before.reshape(-1, 3), axis=0), np.sort(after.reshape(-1, 3), axis=0))
 
 
+def test_none_flips_light_batches_are_bit_identical_to_before() -> None:
+    # Digests of these batches from before hue/saturation became a matrix: earlier benchmarks stay comparable.
+    digests = {"none": "bf0eaa365b04b57a", "flips": "ff270c30a60953fb", "light": "ed98395f781f4214"}
+    images = he_patches(16)
+    for name, digest in digests.items():
+        assert hashlib.sha256(run(images, AUGMENTATIONS[name]).tobytes()).hexdigest()[:16] == digest, name
+
+
 def test_colour_spread_grows_light_medium_strong() -> None:
     # 64 copies of one patch: the spread of per-patch mean RGB is the augmentation's alone.
     images = np.repeat(he_patches(1), 64, axis=0)
@@ -95,6 +107,30 @@ def test_zero_sigma_blur_is_the_identity() -> None:
     np.testing.assert_allclose(gaussian_blur(x, tf.zeros(2)), x, atol=1e-6)
 
 
+def test_blur_is_scipys_truncated_gaussian_per_patch() -> None:
+    x = tf.random.stateless_uniform((3, 12, 10, 3), (1, 2))
+    sigmas = [0.3, 0.7, 1.0]
+    # Radius 3 px, reflecting edges without repeating them (scipy's "mirror").
+    expected = [ndimage.gaussian_filter(p, (s, s, 0), mode="mirror", truncate=3 / s) for p, s in zip(x.numpy(), sigmas)]
+    np.testing.assert_allclose(gaussian_blur(x, tf.constant(sigmas)), np.stack(expected), atol=1e-5)
+
+
+def test_standard_normal_is_gaussian_and_seeded() -> None:
+    draws = standard_normal(tf.constant([101, 99]), tf.constant([1, 2], tf.int64)).numpy()
+    assert draws.shape == (101, 99)
+    np.testing.assert_array_equal(draws, standard_normal(tf.constant([101, 99]), tf.constant([1, 2], tf.int64)))
+    assert stats.kstest(draws.ravel(), "norm").pvalue > 0.01
+
+
+def test_tellez_matrix_is_deconvolve_scale_reconvolve() -> None:
+    x = tf.random.stateless_uniform((4, 8, 8, 3), (1, 2))
+    alpha = tf.random.stateless_uniform((4, 3), (3, 4), 0.8, 1.2)
+    beta = tf.random.stateless_uniform((4, 3), (5, 6), -0.2, 0.2)
+    stains = -np.log(x.numpy() + 2.0) @ hed_from_rgb * alpha.numpy()[:, None, None] + beta.numpy()[:, None, None]
+    expected = np.clip(np.exp(-stains @ rgb_from_hed) - 2.0, 0.0, 1.0)
+    np.testing.assert_allclose(tellez_hed_jitter(x, alpha, beta), expected, atol=1e-5)
+
+
 def test_hue_jitter_moves_hue_and_keeps_values_finite() -> None:
     images = he_patches(32)
     hue = AugmentConfig(**{**vars(OFF), "hue": 0.08})
@@ -103,7 +139,31 @@ def test_hue_jitter_moves_hue_and_keeps_values_finite() -> None:
     coloured = rgb2hsv(images.reshape(-1, 1, 3))[:, 0, 1] > 0.2
     moved = np.abs((after - before + 0.5) % 1.0 - 0.5)[coloured]
     assert np.median(moved) > 0.01
-    assert moved.max() <= 0.08 + 0.01
+    assert moved.max() <= 0.08 + 0.03  # the YIQ rotation moves some H&E colours a little further than asked
+
+
+def test_hue_saturation_matrix_identity_grey_and_mean_hue_shift() -> None:
+    np.testing.assert_allclose(hue_saturation_matrix(tf.zeros(1), tf.ones(1))[0], np.eye(3), atol=1e-6)
+    images = he_patches(8)
+    identity = AugmentConfig(**{**vars(OFF), "hue": 1e-9, "saturation": 1e-9})  # the matrix path at hue 0, saturation 1
+    np.testing.assert_array_equal(run(images, identity), images)
+    grey = np.random.default_rng(0).uniform(0, 1, (50, 3)) @ hue_saturation_matrix(tf.constant([0.3]), tf.zeros(1))[0]
+    np.testing.assert_allclose(grey, np.repeat(grey[:, :1], 3, axis=1), atol=1e-6)
+    # Over many colours the mean HSV hue shift is the requested angle, within 2 degrees, both ways.
+    pixels = np.random.default_rng(1).uniform(0, 1, (20000, 1, 3))
+    hsv = rgb2hsv(pixels)
+    coloured = hsv[:, 0, 1] > 0.2
+    for turns in (-0.08, -0.02, 0.04, 0.08):
+        out = np.clip(pixels @ hue_saturation_matrix(tf.constant([turns]), tf.ones(1))[0].numpy(), 0, 1)
+        shift = ((rgb2hsv(out)[:, 0, 0] - hsv[:, 0, 0] + 0.5) % 1.0 - 0.5)[coloured]
+        assert abs(shift.mean() - turns) * 360 < 2.0, (turns, shift.mean())
+
+
+def test_hue_saturation_draws_are_seeded() -> None:
+    images = he_patches(8)
+    config = AugmentConfig(**{**vars(OFF), "hue": 0.08, "saturation": 0.3})
+    np.testing.assert_array_equal(run(images, config), run(images, config))
+    assert not np.array_equal(run(images, config), run(images, config, (5, 6)))
 
 
 def test_strong_on_graph_changes_every_patch() -> None:
@@ -118,8 +178,7 @@ def test_float_paths_stay_finite_on_black_and_white() -> None:
     # A NaN would vanish in the uint8 cast: check the float steps on the extremes directly.
     x = tf.constant(np.stack([np.zeros((4, 4, 3)), np.ones((4, 4, 3))]), tf.float32)
     jittered = tellez_hed_jitter(x, tf.constant([[1.2, 0.8, 1.2]] * 2), tf.constant([[-0.2, 0.2, 0.2]] * 2))
-    hsv = tf.image.rgb_to_hsv(x)
-    for result in (jittered, gaussian_blur(x, tf.constant([1.0, 0.0])), tf.image.hsv_to_rgb(hsv)):
+    for result in (jittered, gaussian_blur(x, tf.constant([1.0, 0.0]))):
         assert np.isfinite(result.numpy()).all()
 
 
