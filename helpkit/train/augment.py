@@ -68,9 +68,10 @@ def hue_saturation_matrix(hue: tf.Tensor, saturation: tf.Tensor) -> tf.Tensor:
 
     As NVIDIA DALI's hsv operator: rotate the chroma plane (I, Q) of YIQ by the hue angle and
     scale it by the saturation, keeping luma. One matrix per patch, one einsum for the batch,
-    instead of TensorFlow's HSV round trip (several times the cost). An approximation of HSV:
-    the YIQ angle is not HSV's hexagonal hue (over coloured pixels the mean shift is the
-    requested one; single colours move a few degrees more or less), saturation scales towards
+    instead of TensorFlow's HSV round trip (four times the cost). An approximation of HSV:
+    the YIQ angle is not HSV's hexagonal hue (over uniformly drawn colours the mean shift is the
+    requested one within 2 degrees; H&E's pinks and purples move up to a fifth more or less,
+    depending on the direction), saturation scales towards
     the grey of equal luma rather than of equal max, and a colour may leave the RGB cube
     (clipped at the end of the augmentation).
     """
