@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 from helpkit.heatmap.engine import run_heatmap  # noqa: E402
 from helpkit.models.compute import best_batch_size, forward  # noqa: E402
 from helpkit.heatmap.make import Options, SlideRecord, keras_predictor, make_heatmaps, tissue_grid  # noqa: E402
-from helpkit.heatmap.tta import TTAS, tta_predict, tta_transforms  # noqa: E402
+from helpkit.heatmap.tta import tta_predict, tta_transforms  # noqa: E402
+from helpkit.heatmap.tta_spec import TTAS  # noqa: E402
 from helpkit.slide import SlideReader, grid_for, tissue_mask  # noqa: E402
 from helpkit.slide.geometry import PatchGeometry  # noqa: E402
 from helpkit.synth import make_slide  # noqa: E402

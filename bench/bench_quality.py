@@ -61,8 +61,8 @@ from helpkit.scoring import (
     sensitivity_by_class,
     youden_threshold,
 )
-from helpkit.heatmap.tta import TTAS
-from helpkit.slide.stain_normalise import NORMALISERS
+from helpkit.heatmap.tta_spec import TTAS
+from helpkit.slide.stain_spec import NORMALISERS
 from helpkit.train.augment_spec import AUGMENTATIONS
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from helpkit import defaults
 from helpkit.ensemble import methods as ensemble_methods  # the registry only: no scikit-learn, no LightGBM
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
-from helpkit.heatmap.tta import DEFAULT_TTA, TTA_HELP, TTAS
-from helpkit.slide.stain_normalise import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
+from helpkit.heatmap.tta_spec import DEFAULT_TTA, TTA_HELP, TTAS
+from helpkit.slide.stain_spec import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
 from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT, augment_config
 
 SUBMISSIONS_DIR = Path(__file__).resolve().parent / "submissions"

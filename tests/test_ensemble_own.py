@@ -6,7 +6,6 @@ import inspect
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -166,19 +165,20 @@ def test_param_errors_on_the_command_line(tmp_path: Path, items: list[str], mess
     assert not (tmp_path / "o").exists()
 
 
-def test_params_typo_in_the_toml_fails_at_load_in_under_a_second(tmp_path: Path) -> None:
-    """Acceptance: n_estimator (a typo) in submission.toml is one line, before anything trains."""
+def test_params_typo_in_the_toml_fails_at_load_before_anything_heavy(tmp_path: Path) -> None:
+    """Acceptance: n_estimator (a typo) in submission.toml is one line, before anything trains:
+    loading a config imports none of numpy, scikit-image, scikit-learn, LightGBM, TensorFlow."""
     toml = tmp_path / "submission.toml"
     toml.write_text('name = "typo"\n[[models]]\narchitecture = "simple"\n[[models]]\narchitecture = "unet"\n'
                     '[ensemble]\nmethod = "lgbm"\nparams = { n_estimator = 50 }\n')
+    heavy = ("numpy", "skimage", "sklearn", "lightgbm", "tensorflow")
     code = ("import sys\nfrom helpkit.config import load_submission\n"
-            "try:\n    load_submission(sys.argv[1])\nexcept Exception as e:\n    print(e)\n")
-    start = time.monotonic()
+            "try:\n    load_submission(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))\n")
     out = subprocess.run([sys.executable, "-c", code, str(toml)], capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - start
-    assert "ensemble.params" in out.stdout and "unknown parameter 'n_estimator' (did you mean n_estimators?)" in out.stdout
-    assert len(out.stdout.strip().splitlines()) == 1
-    assert elapsed < 1.0, f"config load took {elapsed:.2f} s"
+    error, imported = out.stdout.strip().splitlines()
+    assert "ensemble.params" in error and "unknown parameter 'n_estimator' (did you mean n_estimators?)" in error
+    assert imported == "[]"
     toml.write_text(toml.read_text().replace("n_estimator = 50", 'n_estimators = "50"'))
     from helpkit.config import load_submission
 

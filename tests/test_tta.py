@@ -13,7 +13,8 @@ import pytest
 from helpkit.errors import HelpkitError
 from helpkit.heatmap.make import Options, heatmap_key, make_heatmaps
 from helpkit.heatmap.store import heatmap_path, read_heatmap
-from helpkit.heatmap.tta import TTAS, tta_predict, tta_transforms
+from helpkit.heatmap.tta import tta_predict, tta_transforms
+from helpkit.heatmap.tta_spec import TTAS
 from test_heatmap import TEST_SLIDE, dataset, red_fraction, red_predictor  # noqa: F401  (dataset: a fixture)
 
 P = 8

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption
-from helpkit.heatmap.tta import DEFAULT_TTA, TTA_HELP
+from helpkit.heatmap.tta_spec import DEFAULT_TTA, TTA_HELP
 
 
 def heatmap(

@@ -10,7 +10,7 @@ import typer
 from helpkit.cli.options import LayoutOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
-from helpkit.slide.stain_normalise import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
+from helpkit.slide.stain_spec import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
 from helpkit.train.augment_spec import AUGMENT_HELP, DEFAULT_AUGMENT, augment_config, parse_overrides
 
 

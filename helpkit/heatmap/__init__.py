@@ -1,14 +1,24 @@
-"""Heatmaps: full-coverage sliding-window inference over tissue, one ``.npz`` per slide and model."""
+"""Heatmaps: full-coverage sliding-window inference over tissue, one ``.npz`` per slide and model.
 
-from helpkit.heatmap.engine import EngineResult, run_heatmap
-from helpkit.heatmap.store import SCHEMA_VERSION, Heatmap, heatmap_path, read_heatmap, write_heatmap
+Names are re-exported lazily (PEP 562) so that importing a light submodule such as
+``helpkit.heatmap.tta_spec`` (what submission.toml is checked with) does not pull in numpy.
+"""
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "EngineResult",
-    "Heatmap",
-    "heatmap_path",
-    "read_heatmap",
-    "run_heatmap",
-    "write_heatmap",
-]
+from __future__ import annotations
+
+from helpkit.lazy import lazy_exports
+
+_EXPORTS = {
+    "SCHEMA_VERSION": "store",
+    "EngineResult": "engine",
+    "Heatmap": "store",
+    "heatmap_path": "store",
+    "read_heatmap": "store",
+    "run_heatmap": "engine",
+    "write_heatmap": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -29,7 +29,8 @@ from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import BATCH_SIZE, PredictFn, run_heatmap
 from helpkit.heatmap.overlay import thumbnail, write_overlay
 from helpkit.heatmap.store import Heatmap, heatmap_path, read_heatmap, write_heatmap
-from helpkit.heatmap.tta import DEFAULT_TTA, tta_predict, tta_transforms
+from helpkit.heatmap.tta import tta_predict, tta_transforms
+from helpkit.heatmap.tta_spec import DEFAULT_TTA
 from helpkit.io import file_identity, folder_bytes, remove_stale_temps
 from helpkit.slidemap import Executor, active_progress, map_slides, process_cached
 from helpkit.slide import GridSpec, SlideReader, TissueMask, grid_for, tissue_mask

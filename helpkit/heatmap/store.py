@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from helpkit.errors import HelpkitError
-from helpkit.heatmap.tta import DEFAULT_TTA
+from helpkit.heatmap.tta_spec import DEFAULT_TTA
 from helpkit.io import atomic_path, json_text
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.stain_normalise import StainStats

@@ -16,21 +16,10 @@ import numpy as np
 
 from helpkit.errors import HelpkitError
 from helpkit.heatmap.engine import PredictFn
+from helpkit.heatmap.tta_spec import DEFAULT_TTA, TTAS
 
 Transform = Callable[[np.ndarray], np.ndarray]
 """(B, P, P, C) -> the same batch, each patch flipped or turned."""
-
-TTAS: dict[str, str] = {
-    "none": "each patch once",
-    "flips": "the mean over the patch, its left-right and top-bottom flips and both (4 passes)",
-    "d4": "the mean over the 8 symmetries of the square (flips and 90-degree rotations: 8 passes)",
-}
-"""Test-time augmentations ``tta`` in submission.toml and ``helpkit heatmap --tta`` accept."""
-
-DEFAULT_TTA = "none"
-
-TTA_HELP = "Test-time augmentation: " + "; ".join(f"{k} ({v})" for k, v in TTAS.items()) + "."
-
 
 def _flip(rows: bool, cols: bool, transpose: bool = False) -> Transform:
     """Top-bottom (``rows``) and/or left-right (``cols``) flip of every patch, after swapping

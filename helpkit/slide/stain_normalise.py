@@ -21,23 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from helpkit.errors import HelpkitError
+from helpkit.slide.stain_spec import NORMALISERS
 
 if TYPE_CHECKING:
     from helpkit.slide.reader import SlideReader
     from helpkit.slide.tissue import TissueMask
-
-NORMALISERS: dict[str, str] = {
-    "none": "patches as scanned",
-    "macenko": "Macenko et al. 2009: each slide's H and E optical-density vectors and 99th-percentile "
-               "concentrations, estimated once from its tissue, mapped onto the training slides' reference",
-    "reinhard": "Reinhard et al. 2001: each slide's tissue mean and standard deviation per channel in LAB "
-                "space mapped onto the training slides' reference",
-}
-"""Stain normalisations ``normalise`` in submission.toml and ``helpkit train --normalise`` accept."""
-
-DEFAULT_NORMALISE = "none"
-
-NORMALISE_HELP = "Stain normalisation: " + "; ".join(f"{k} ({v})" for k, v in NORMALISERS.items()) + "."
 
 BACKGROUND = 255.0
 """Io, the transmitted light of glass: optical density is -ln((I + 1) / Io)."""
