@@ -677,9 +677,30 @@ def _set_section(view: RunView, slides: SlideSet) -> str:
 
 # ---- model internals: feature importance, training curves ---------------------------------
 
-def _importance_section(model_dir: Path | None) -> str:
-    if model_dir is None or not (model_dir / "ensemble" / "model.txt").is_file():
+def _fallback_section(folder: Path) -> str:
+    """What a LightGBM stacker fitted on fewer than ``min_slides`` slides used instead of trees
+    (``helpkit.ensemble.stack.LGBMStacker``): its logistic model's weights; empty otherwise."""
+    try:
+        data = json.loads((folder / "stacker.json").read_text())
+        if data.get("fitted_with") != "logreg":
+            return ""
+        names = data.get("feature_names") or [f"column {i}" for i in range(data["n_features_in"])]
+        weights = data["score_model"]["arrays"]["coef_"][0]
+        frame = pd.DataFrame({"score": [names[i] for i in data["score_columns"]], "weight": weights})
+        min_slides = data["params"]["min_slides"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return ""
+    return ("<h2>Stacker: the few-slide fallback</h2>"
+            f"<p>Fewer training slides than <code>min_slides</code> ({min_slides}): the LightGBM stacker "
+            "fitted no trees, and a logistic model of each CNN's max probability gives the slide score "
+            "(weights on standardised scores).</p>" + _table(frame))
+
+
+def _importance_section(model_dir: Path | None) -> str:
+    if model_dir is None:
+        return ""
+    if not (model_dir / "ensemble" / "model.txt").is_file():
+        return _fallback_section(model_dir / "ensemble")
     import lightgbm
 
     booster = lightgbm.Booster(model_file=str(model_dir / "ensemble" / "model.txt"))

@@ -25,7 +25,7 @@ def _heatmap(slide_id: str, model: str, value: float, split: str) -> Heatmap:
                    label=np.nan, folds=[0])
 
 
-def fabricate_work_dir(root: Path, tied: bool = False) -> Path:
+def fabricate_work_dir(root: Path, tied: bool = False, min_slides: int = 40) -> Path:
     """What `helpkit submission validate --work-dir W --report W/report.json` leaves, made without Docker:
     model/ (pipeline.json, runs/*/fold_*/log.csv, OOF heatmaps and features, a fitted LightGBM ensemble and
     the candidate table), output/output.csv, the JSON report; and the test heatmaps an earlier report made."""
@@ -46,10 +46,11 @@ def fabricate_work_dir(root: Path, tied: bool = False) -> Path:
     table = pd.DataFrame(features)
     model_dir.mkdir(parents=True)
     table.to_parquet(model_dir / "features_oof.parquet")
-    fit_ensemble(table, "lgbm", model_dir / "ensemble", cv_splits=3, cv_repeats=1, n_estimators=20)
+    fit_ensemble(table, "lgbm", model_dir / "ensemble", cv_splits=3, cv_repeats=1, n_estimators=20,
+                 min_slides=min_slides)
     write_report(table, model_dir / "ensemble_report", n_splits=3, n_repeats=1)
     config = {"name": "fabricated", "models": [{"architecture": m} for m in MODELS],
-              "ensemble": {"method": "lgbm", "params": {"n_estimators": 20}}}
+              "ensemble": {"method": "lgbm", "params": {"n_estimators": 20, "min_slides": min_slides}}}
     (model_dir / PIPELINE_FILE).write_text(json.dumps({"stage": "train", "config": config,
                                                        "runs": {m: f"runs/{m}" for m in MODELS}}))
     for model in MODELS:
@@ -96,14 +97,19 @@ def test_report_of_a_validate_work_dir(tmp_path: Path) -> None:
     assert table.loc["Slide021", "rank"] == 1 and 0 < threshold <= 1
     assert not table.loc["Slide024", "correct"]  # a normal slide ranked among the positives
     page = build_report(work, tmp_path / "report.html", heatmaps=False).read_text()
-    for expected in ("Per slide", "Heatmaps: misclassified slides first", "LightGBM feature importance",
+    # 20 training slides, fewer than the stacker's min_slides: its fallback, not trees, is shown
+    assert "LightGBM feature importance" not in page and "few-slide fallback" in page
+    for expected in ("Per slide", "Heatmaps: misclassified slides first", "simple__max</td>",
                      "Training curves per fold", "share of time limit", "50.0%", "sha256:" + "ab" * 32,
                      "report made by helpkit", 'class="wrong"', "Slide024", "Final score <b>fabricated (output.csv)</b>: AUC"):
         assert expected in page, expected
     test_part, oof_part = page.split("<h2>training slides (out of fold)")
     assert "distinct value" not in test_part  # eight distinct scores: no ties warning
-    assert "distinct value(s) over 20 slides" in oof_part  # LightGBM's out-of-fold scores of 20 slides tie
-    assert page.count("data:image/png;base64,") >= 7
+    assert "distinct value" not in oof_part  # the fallback's scores of 20 slides do not tie
+    assert page.count("data:image/png;base64,") >= 6
+    trees = build_report(fabricate_work_dir(tmp_path / "trees", min_slides=2), tmp_path / "trees.html",
+                         heatmaps=False).read_text()
+    assert "LightGBM feature importance" in trees and "few-slide fallback" not in trees
 
 
 def test_report_of_a_model_dir_with_a_test_output(tmp_path: Path) -> None:
