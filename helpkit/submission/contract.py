@@ -213,13 +213,22 @@ def _stream_stats(container: Container, result: StageResult) -> None:
         return
 
 
-def _watch_memory(container: Container, result: StageResult) -> None:
-    """Follow the stage's peak memory, from its cgroup file when visible, else from docker stats."""
-    for pattern in CGROUP_PEAK_FILES:
-        peak_file = Path(pattern.format(id=container.id))
-        if peak_file.is_file():
-            _poll_cgroup(peak_file, result)
-            return
+def _watch_memory(container: Container, result: StageResult, started: threading.Event) -> None:
+    """Follow the stage's peak memory, from its cgroup file when visible, else from docker stats.
+
+    Started before the container: it looks for the cgroup until the container has started and
+    one more look has failed, so a stage that ends within a second is not missed because this
+    thread was scheduled late (under load it was, and the peak went unrecorded)."""
+    while True:
+        was_started = started.is_set()
+        for pattern in CGROUP_PEAK_FILES:
+            peak_file = Path(pattern.format(id=container.id))
+            if peak_file.is_file():
+                _poll_cgroup(peak_file, result)
+                return
+        if was_started:
+            break
+        started.wait(POLL_S / 10)
     _stream_stats(container, result)
 
 
@@ -375,13 +384,15 @@ def run_stage(
     log_file = Path(log_path) if log_path is not None else Path(scratch.name) / "stage.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        watcher = threading.Thread(target=_watch_memory, args=(container, result), daemon=True)
+        started = threading.Event()
+        watcher = threading.Thread(target=_watch_memory, args=(container, result, started), daemon=True)
         guard = threading.Thread(target=_watch_pids_and_disk, args=(container, result, caps, stop), daemon=True)
         follower = threading.Thread(target=_follow_log, args=(container, log_file, on_line), daemon=True)
+        watcher.start()  # before the container: a short stage's cgroup is there only while it runs
         start = time.monotonic()
         container.start()
+        started.set()
         follower.start()
-        watcher.start()
         guard.start()
         try:
             result.exit_code = int(container.wait(timeout=timeout)["StatusCode"])
