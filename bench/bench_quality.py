@@ -27,7 +27,8 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
     .venv/bin/python bench/bench_quality.py --normalise macenko --out build/bq/macenko   # one method alone
     .venv/bin/python bench/bench_quality.py --tta flips --models-from build/bq/base --out build/bq/tta
 
-``--augment``, ``--normalise``, ``--tta`` and ``--hard-negatives`` set that field of every
+``--augment``, ``--normalise``, ``--tta``, ``--hard-negatives`` and ``--tumour-threshold`` set that
+field of every
 stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's table compares
 against the same reference.
 """
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
 
 SEED_STYLE = "seed-style"
 SCORES_FILE = "scores.csv"
+RECIPE = ("augment", "normalise", "tta", "hard_negatives", "tumour_threshold")
+"""The ModelSpec fields the bench's options set on every stacked CNN."""
 PHASES = {"phase1": "default", "phase2": "help22"}
 """Each test set and the synth preset it is drawn from (training slides: phase 1's)."""
 BLENDS = ("mean", "tuned")
@@ -98,10 +101,12 @@ class Settings:
     """Test-time augmentation of the stacked CNNs' heatmaps (``TTAS``); None: each model's own."""
     hard_negatives: float | None = None
     """Hard-negative share of the stacked CNNs' second training round; None: each model's own."""
+    tumour_threshold: float | None = None
+    """Tumour share from which a training cell of the stacked CNNs is tumour; None: each model's own."""
 
     def recipe(self) -> dict[str, object]:
         """What this run sets on the stacked CNNs (the settings that were given)."""
-        return {k: v for k in ("augment", "normalise", "tta", "hard_negatives") if (v := getattr(self, k)) is not None}
+        return {k: v for k in RECIPE if (v := getattr(self, k)) is not None}
 
 
 FULL = Settings(train=60, test=100, size=4096, seed=0, epochs=4, folds=3, patches=240, stacked="demo-stacked")
@@ -336,8 +341,7 @@ def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None
     presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
     print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
           f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' recipe: "
-          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}"
-                      for k in ("augment", "normalise", "tta", "hard_negatives")))
+          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}" for k in RECIPE))
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
@@ -390,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hard-negatives", type=float, metavar="SHARE",
                         help="Hard-negative mining round for the stacked CNNs at this share (0-0.5). "
                         "Default: each model's own.")
+    parser.add_argument("--tumour-threshold", type=float, metavar="SHARE",
+                        help="Tumour share from which a training cell of the stacked CNNs is tumour (default 0.5); "
+                        "lower it to learn isolated tumour cells.")
     parser.add_argument("--models-from", type=Path, metavar="OUT",
                         help="Copy the trained CNN folds of an earlier --out and resume them instead of "
                         "training anew (a recipe that differs in training is refused): for --tta.")

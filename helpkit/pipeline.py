@@ -14,7 +14,8 @@ slide file, the fold models and the patch geometry are the same (``heatmap_key``
 What ``/data/model`` holds after the train stage::
 
     pipeline.json               the config, the runs, timings, failures
-    index_<geometry key>.parquet   patch index per patch geometry (e.g. index_M0.5_P64_S64_T8)
+    index_<geometry key>.parquet   patch index per patch geometry (e.g. index_M0.5_P64_S64_T8; a model
+                                with another tumour_threshold adds _tumour<t>)
     runs/<model>/               run folders (helpkit.train)
     heatmaps/<model>/*.npz      out-of-fold heatmaps of the training slides
     (hard_negatives > 0)        runs/<model>.round1/, heatmaps.round1/<model>/, index_<key>_hard_<model>.parquet
@@ -56,18 +57,23 @@ def _helpkit_kind(config: SubmissionConfig) -> None:
 
 
 def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
-    return model_dir / f"index_{spec.geometry.key()}.parquet"
+    """The patch index of ``spec``'s geometry and labelling, shared by the models that agree on both."""
+    from helpkit.slide.slide_defaults import TUMOUR_THRESHOLD
+
+    labelling = "" if spec.tumour_threshold == TUMOUR_THRESHOLD else f"_tumour{spec.tumour_threshold:g}"
+    return model_dir / f"index_{spec.geometry.key()}{labelling}.parquet"
 
 
 def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Path) -> pd.DataFrame:
-    """The patch index for ``spec``'s geometry, built once and shared by models that use it."""
+    """The patch index for ``spec``'s geometry and tumour threshold, built once and shared by models that use it."""
     from helpkit.slide.index import IndexConfig, index_dataset, write_index
     from helpkit.slidemap import Executor
 
     path = _index_path(model_dir, spec)
     if path.is_file():
         return pd.read_parquet(path)
-    config = IndexConfig(geometry=spec.geometry, max_per_class=spec.max_patches_per_slide // 2, seed=seed)
+    config = IndexConfig(geometry=spec.geometry, tumour_threshold=spec.tumour_threshold,
+                         max_per_class=spec.max_patches_per_slide // 2, seed=seed)
     executor = Executor.from_env()  # HELPKIT_SCHEDULER / HELPKIT_WORKERS: per-slide work on Dask
     result = index_dataset(slides, config, executor=executor,
                            parts_dir=None if executor.in_process else path.with_name(f"{path.name}.slides"))

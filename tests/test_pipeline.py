@@ -115,3 +115,23 @@ def test_scratch_defaults_to_the_system_temp_dir(
     assert pipeline.default_work_dir() == tmp_path / "systmp" / "helpkit-inference"
     assert list((tmp_path / "systmp" / "helpkit-inference").glob("*/heatmaps/a/*.npz"))
     assert snapshot(model_dir) == before
+
+
+def test_tumour_threshold_labels_small_deposits_into_an_index_of_its_own(tiny_competition: Path, tmp_path: Path) -> None:
+    """A lower tumour_threshold turns partly-tumour cells (the ones isolated tumour cells and small
+    deposits make) into positives, in its own index file, beside the default one."""
+    from helpkit.data import discover
+
+    slides = discover(tiny_competition, "train")
+    default, low = ModelSpec(architecture="simple"), ModelSpec(architecture="simple", tumour_threshold=0.05)
+    assert pipeline._index_path(tmp_path, default).name == f"index_{default.geometry.key()}.parquet"
+    assert pipeline._index_path(tmp_path, low).name == f"index_{low.geometry.key()}_tumour0.05.parquet"
+    counts = {}
+    for spec in (default, low):
+        index = pipeline._patch_index(slides, spec, 0, tmp_path)
+        assert pipeline._index_path(tmp_path, spec).is_file()
+        tumour = index[index["label"] == 1]
+        counts[spec.tumour_threshold] = len(tumour)
+        assert (tumour["tumour_frac"] >= spec.tumour_threshold).all()
+    partly = pipeline._patch_index(slides, low, 0, tmp_path).query("label == 1 and tumour_frac < 0.5")
+    assert len(partly) > 0 and counts[0.05] >= counts[0.5]
