@@ -28,9 +28,8 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
     .venv/bin/python bench/bench_quality.py --tta flips --models-from build/bq/base --out build/bq/tta
 
 ``--augment``, ``--normalise``, ``--tta``, ``--hard-negatives`` and ``--tumour-threshold`` set that
-field of every
-stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's table compares
-against the same reference.
+field of every stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's
+table compares against the same reference.
 """
 
 from __future__ import annotations
