@@ -4,7 +4,6 @@ margin read for rescale (slides and cache), overrides from submission.toml and t
 from __future__ import annotations
 
 import hashlib
-import math
 import subprocess
 import sys
 from pathlib import Path
