@@ -164,31 +164,18 @@ def estimate_stains(pixels: np.ndarray, method: str, *, source: str | Path | Non
     return _macenko(pixels, source) if method == "macenko" else _reinhard(pixels, source)
 
 
-def _mask_resolution_rgb(reader: SlideReader, mask: TissueMask) -> np.ndarray:
-    """The slide as RGB at the mask's resolution, as ``tissue_mask`` read it: the level at the
-    mask's downsample, reduced by the whole remaining factor when that level is finer."""
-    from helpkit.slide.geometry import MPP_TOLERANCE
-
-    level = reader.best_level_for_downsample(mask.downsample * (1 + MPP_TOLERANCE))
-    rgb = reader.read_level(level)
-    factor = int(round(mask.downsample / reader.level_downsamples[level]))
-    if factor > 1:
-        from PIL import Image
-
-        rgb = np.asarray(Image.fromarray(rgb).reduce(factor))
-    return rgb
-
-
 def slide_stains(reader: SlideReader, mask: TissueMask, method: str, max_pixels: int = MAX_PIXELS) -> StainStats:
-    """A slide's stain statistics from its tissue: pixels inside ``mask``, read at the mask's
-    resolution, an evenly spaced (deterministic) sample of at most ``max_pixels`` of them."""
+    """A slide's stain statistics from its tissue: pixels inside ``mask`` of the image the mask
+    was found in (``TissueMask.image``, from ``tissue_mask(reader, ...)``: the slide is not read
+    again), an evenly spaced (deterministic) sample of at most ``max_pixels`` of them."""
     check_method(method)
-    rgb = _mask_resolution_rgb(reader, mask)
-    rows, cols = min(rgb.shape[0], mask.mask.shape[0]), min(rgb.shape[1], mask.mask.shape[1])
-    inside = np.flatnonzero(mask.mask[:rows, :cols])
+    if mask.image is None:
+        raise HelpkitError("a tissue mask without its image (make it with tissue_mask) has no pixels to "
+                           "estimate stains from", reader.path)
+    inside = np.flatnonzero(mask.mask)
     if len(inside) > max_pixels:
         inside = inside[np.linspace(0, len(inside) - 1, max_pixels).astype(np.int64)]
-    pixels = np.ascontiguousarray(rgb[:rows, :cols]).reshape(-1, 3)[inside]
+    pixels = np.ascontiguousarray(mask.image).reshape(-1, 3)[inside]
     return estimate_stains(pixels, method, source=reader.path)
 
 

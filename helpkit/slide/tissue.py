@@ -13,7 +13,7 @@ and small holes filled. Vectorised throughout (numpy + scipy.ndimage).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -71,6 +71,9 @@ class TissueMask:
     method: str = "od"
     """Criterion that made the mask: 'od' (adaptive optical density), or a fallback taken because
     it covered almost nothing or almost everything: 'saturation', then 'od-floor'."""
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The RGB the mask was found in (same grid), for what else is estimated from a slide's tissue
+    at this resolution (``helpkit.slide.stain_normalise.slide_stains``) without reading it again."""
 
     @property
     def fallback(self) -> bool:
@@ -329,4 +332,4 @@ def tissue_mask(
     if method != "od":
         log.warning("%s: tissue found by the %s fallback (the optical-density mask covered almost nothing "
                     "or almost everything)", reader.path, method)
-    return TissueMask(mask=mask, downsample=ds, method=method)
+    return TissueMask(mask=mask, downsample=ds, method=method, image=rgb)

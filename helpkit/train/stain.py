@@ -77,15 +77,13 @@ def estimate_slide(path: str | Path, method: str, tissue_mpp: float) -> StainSta
 
 
 def run_stains(index: pd.DataFrame, run_dir: str | Path, method: str, tissue_mpp: float) -> RunStains:
-    """The run's normalisation: ``stain.json`` when it is there (resume), else estimated from
-    the index's slides (``slide_id``, ``path``), the reference fitted on them and written."""
+    """The run's normalisation: ``stain.json`` when it is there (resume: ``train_run`` has already
+    refused a run folder trained with another ``normalise``), else estimated from the index's
+    slides (``slide_id``, ``path``), the reference fitted on them and written."""
     check_method(method)
     run_dir = Path(run_dir)
     old = read_run_stains(run_dir)
     if old is not None:
-        if old.method != method:
-            raise HelpkitError(f"run folder was trained with stain normalisation {old.method!r}, not {method!r}; "
-                               "use a new --out", run_dir / STAIN_FILE)
         return old
     paths = index.groupby(index["slide_id"].astype(str))["path"].first()
     slides: dict[str, StainStats | None] = {}
