@@ -680,16 +680,21 @@ def _set_section(view: RunView, slides: SlideSet) -> str:
 def _fallback_section(folder: Path) -> str:
     """What a LightGBM stacker fitted on fewer than ``min_slides`` slides used instead of trees
     (``helpkit.ensemble.stack.LGBMStacker``): its logistic model's weights; empty otherwise."""
+    from helpkit.ensemble.stack import LGBMStacker
+
     try:
-        data = json.loads((folder / "stacker.json").read_text())
-        if data.get("fitted_with") != "logreg":
+        if json.loads((folder / "stacker.json").read_text()).get("class") != LGBMStacker.__name__:
             return ""
-        names = data.get("feature_names") or [f"column {i}" for i in range(data["n_features_in"])]
-        weights = data["score_model"]["arrays"]["coef_"][0]
-        frame = pd.DataFrame({"score": [names[i] for i in data["score_columns"]], "weight": weights})
-        min_slides = data["params"]["min_slides"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        stacker = LGBMStacker.load(folder)
+    except (OSError, ValueError, KeyError, TypeError):
         return ""
+    if stacker.fitted_with_ != "logreg":
+        return ""
+    names = getattr(stacker, "feature_names_in_", None)
+    names = list(names) if names is not None else [f"column {i}" for i in range(stacker.n_features_in_)]
+    frame = pd.DataFrame({"score": [names[i] for i in stacker.score_columns_],
+                          "weight": stacker.score_model_.coef_[0]})
+    min_slides = stacker.min_slides
     return ("<h2>Stacker: the few-slide fallback</h2>"
             f"<p>Fewer training slides than <code>min_slides</code> ({min_slides}): the LightGBM stacker "
             "fitted no trees, and a logistic model of each CNN's max probability gives the slide score "
