@@ -394,8 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Hard-negative mining round for the stacked CNNs at this share (0-0.5). "
                         "Default: each model's own.")
     parser.add_argument("--tumour-threshold", type=float, metavar="SHARE",
-                        help="Tumour share from which a training cell of the stacked CNNs is tumour (default 0.5); "
-                        "lower it to learn isolated tumour cells.")
+                        help="Tumour share from which a training cell of the stacked CNNs is tumour; lower it to "
+                        "learn isolated tumour cells. Default: each model's own (demo-stacked: 0.1).")
     parser.add_argument("--models-from", type=Path, metavar="OUT",
                         help="Copy the trained CNN folds of an earlier --out and resume them instead of "
                         "training anew (a recipe that differs in training is refused): for --tta.")

@@ -14,6 +14,11 @@ Each way is timed over its second and later epochs (the first traces and compile
 several interleaved rounds, best round kept, so the machine's other load hurts all alike.
 Target: every cache + PRESET >= 0.9 of baseline.
 
+Each pipeline is also timed alone, iterated without a model ("input alone"): the patches/s it
+delivers with every core to itself, as on a machine whose training step runs on an accelerator.
+Where that is below the in-memory rate, the input would slow training even there; where it is
+above, the training ratio's shortfall is the augmentation sharing the CPU with the step.
+
     .venv/bin/python bench/bench_train.py [--data COMPETITION] [--model simple] [--patches 2048]
         [--augment NAME ...]
 """
@@ -50,6 +55,17 @@ def throughput(model: keras.Model, n: int, epochs: int, **fit_args) -> float:
     timer = EpochTimer()
     model.fit(epochs=epochs, callbacks=[timer], verbose=0, shuffle=False, **fit_args)
     return n / min(timer.seconds[1:])
+
+
+def input_rate(dataset, n: int, epochs: int) -> float:
+    """Patches per second of iterating ``dataset`` alone, no model: best of every epoch but the first."""
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for _batch in dataset:
+            pass
+        seconds.append(time.perf_counter() - start)
+    return n / min(seconds[1:])
 
 
 def main() -> None:
@@ -92,32 +108,39 @@ def main() -> None:
     model = build(args.model, patch_size=patch_size, width=args.width)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
 
-    def pipeline(source, config) -> float:
+    def datasets() -> dict[str, tuple]:
+        """Each pipeline way's source and augmentation."""
+        return {**{f"cache + {name}": (caches[read_size(patch_size, config.rescale)], config)
+                   for name, config in presets.items()},
+                f"slides + {DEFAULT_AUGMENT}": (slides_source, AUGMENTATIONS[DEFAULT_AUGMENT])}
+
+    def pipeline(source, config, train: bool) -> float:
         dataset = patch_dataset(source, rows, labels, args.batch, training=True, augmentation=config,
                                 patch_size=patch_size)
-        return throughput(model, n, args.epochs, x=dataset)
+        return throughput(model, n, args.epochs, x=dataset) if train else input_rate(dataset, n, args.epochs)
 
-    ways = {
-        "baseline (arrays)": lambda: throughput(model, n, args.epochs, x=images, y=labels.astype("float32"),
-                                                batch_size=args.batch),
-        **{f"cache + {name}": (lambda c=config: pipeline(caches[read_size(patch_size, c.rescale)], c))
-           for name, config in presets.items()},
-        f"slides + {DEFAULT_AUGMENT}": lambda: pipeline(slides_source, AUGMENTATIONS[DEFAULT_AUGMENT]),
-    }
+    baseline = "baseline (arrays)"
+    ways = {(baseline, True): lambda: throughput(model, n, args.epochs, x=images, y=labels.astype("float32"),
+                                                 batch_size=args.batch),
+            **{(name, train): (lambda s=source, c=config, t=train: pipeline(s, c, t))
+               for name, (source, config) in datasets().items() for train in (True, False)}}
     best = dict.fromkeys(ways, 0.0)
     for _ in range(args.rounds):
-        for name, run in ways.items():
-            best[name] = max(best[name], run())
+        for key, run in ways.items():
+            best[key] = max(best[key], run())
     slides_source.close()
 
-    base = best["baseline (arrays)"]
+    base = best[(baseline, True)]
     print(f"model {args.model} width {args.width}, batch {args.batch}, {n} patches of "
           f"{images.shape[1]}px; cache built in {cache_build:.1f} s ({n / cache_build:.0f} patches/s)")
-    print(f"{'way':18s} {'patches/s':>10s} {'ratio':>6s}")
-    for name, value in best.items():
+    print(f"{'way':18s} {'patches/s':>10s} {'ratio':>6s}  {'input alone':>11s} {'ratio':>6s}")
+    for (name, train), value in best.items():
+        if not train:
+            continue
         mark = "  below 0.9" if name.startswith("cache") and value < 0.9 * base else ""
-        print(f"{name:18s} {value:10.1f} {value / base:6.2f}{mark}")
-
+        rate = best.get((name, False))
+        solo = f"  {rate:11.1f} {rate / base:6.2f}" if rate else f"  {'-':>11s} {'-':>6s}"
+        print(f"{name:18s} {value:10.1f} {value / base:6.2f}{solo}{mark}")
 
 if __name__ == "__main__":
     main()
