@@ -27,7 +27,7 @@ from helpkit.ensemble import methods as ensemble_methods  # the registry only: n
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
 from helpkit.heatmap.tta_spec import DEFAULT_TTA, TTA_HELP, TTAS
-from helpkit.slide.slide_defaults import TUMOUR_THRESHOLD
+from helpkit.slide.slide_defaults import TUMOUR_THRESHOLD, TUMOUR_THRESHOLD_HELP
 from helpkit.slide.stain_spec import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
 from helpkit.train.augment_spec import AUGMENT_HELP, AUGMENTATIONS, DEFAULT_AUGMENT, augment_config
 
@@ -92,9 +92,8 @@ class ModelSpec(_Strict):
         default=DEFAULT_TTA, description=TTA_HELP + " Applies to every heatmap of this model (train and inference stages).",
     )
     tumour_threshold: float = Field(
-        default=TUMOUR_THRESHOLD, gt=0.0, le=1.0, description="A training cell is tumour when at least this share "
-        "of it is annotated tumour; cells with less (but some) tumour are left out. Lower it so that isolated tumour "
-        "cells and small micro-metastases, which never fill half a cell, are learnt (helpkit index --tumour-threshold).",
+        default=TUMOUR_THRESHOLD, gt=0.0, le=1.0, description=TUMOUR_THRESHOLD_HELP + " Each threshold has its "
+        "own patch index file (index_<geometry>_tumour<t>.parquet).",
     )
     hard_negatives: float = Field(
         default=0.0, ge=0.0, le=0.5, description="Hard-negative mining: when above 0, a second training round "

@@ -252,6 +252,28 @@ def test_cli_bad_model_is_one_line(tmp_path: Path, tiny_index: pd.DataFrame) -> 
         "helpkit: error: unknown model 'resnet' (known: simple, unet, inception)")
 
 
+def test_cli_tumour_threshold_labels_the_data_it_indexes(tiny_competition: Path, tmp_path: Path) -> None:
+    """``helpkit train --data --tumour-threshold``: the index it trains on labels partly-tumour cells as
+    tumour; with --index (whose labels are fixed) a threshold is a one-line error, as is one out of (0, 1]."""
+    from helpkit.cli.train import _index_from_data
+
+    low = _index_from_data(tiny_competition, PatchGeometry(), None, 0, tumour_threshold=0.05)
+    default = _index_from_data(tiny_competition, PatchGeometry(), None, 0)
+    assert (low.query("label == 1")["tumour_frac"] >= 0.05).all()
+    assert len(low.query("label == 1 and tumour_frac < 0.5")) > 0
+    assert (default.query("label == 1")["tumour_frac"] >= 0.5).all()
+    helpkit = Path(sys.executable).with_name("helpkit")
+    index_path = tmp_path / "index.parquet"
+    default.to_parquet(index_path)
+    for args, message in [(["--index", str(index_path), "--tumour-threshold", "0.1"], "keeps its own labels"),
+                          (["--data", str(tiny_competition), "--tumour-threshold", "0"], "above 0 and at most 1")]:
+        result = subprocess.run([str(helpkit), "train", *args, "--out", str(tmp_path / "run")],
+                                capture_output=True, text=True)
+        assert result.returncode == 2
+        assert message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_simple_model_separates_tumour_on_held_out_slides(tmp_path: Path) -> None:
     """Acceptance: on a synthetic competition (8 training slides) the simple model, trained

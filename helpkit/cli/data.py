@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import LayoutOption, SchedulerOption, WorkersOption, geometry_options
+from helpkit.cli.options import LayoutOption, SchedulerOption, TumourThresholdOption, WorkersOption, geometry_options
 from helpkit.slide.slide_defaults import MIN_TISSUE, TUMOUR_THRESHOLD
 from helpkit.slide.geometry import PatchGeometry
 
@@ -28,9 +28,7 @@ def index(
     out: Annotated[Path, typer.Option("--out", "-o", help="Patch index to write: .parquet, or .csv by suffix.")],
     split: Annotated[Split, typer.Option(
         help="Slides to index. Test slides have no masks: their tissue patches get label -1.")] = Split.train,
-    tumour_threshold: Annotated[float, typer.Option(
-        help="A patch is tumour (1) when at least this share of it is annotated; 0 means none is; "
-        "in between is ambiguous and dropped.")] = TUMOUR_THRESHOLD,
+    tumour_threshold: TumourThresholdOption = TUMOUR_THRESHOLD,
     min_tissue: Annotated[float, typer.Option(
         help="Keep patches with at least this share of tissue (annotated tumour counts as tissue).")] = MIN_TISSUE,
     max_per_class: Annotated[int | None, typer.Option(

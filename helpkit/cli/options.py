@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from helpkit.slide.geometry import GEOMETRY_FIELDS, PatchGeometry
+from helpkit.slide.slide_defaults import TUMOUR_THRESHOLD_HELP
 
 LAYOUT_HELP = ("Data layout: auto (detect), help (HeLP: train/image/{positive,negative}, test/), camelyon16 "
                "(training/{tumor,normal}, lesion_annotations, testing/images) or camelyon17 "
@@ -19,6 +20,9 @@ LAYOUT_HELP = ("Data layout: auto (detect), help (HeLP: train/image/{positive,ne
 
 LayoutOption = Annotated[str, typer.Option("--layout", help=LAYOUT_HELP)]
 """``--layout`` of every command that discovers slides (``helpkit.layouts``)."""
+
+TumourThresholdOption = Annotated[float, typer.Option("--tumour-threshold", help=TUMOUR_THRESHOLD_HELP)]
+"""``--tumour-threshold`` of the commands that label patches (``helpkit index``, ``helpkit train --data``)."""
 
 
 def geometry_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from helpkit.cli.options import LayoutOption, geometry_options
+from helpkit.cli.options import LayoutOption, TumourThresholdOption, geometry_options
 from helpkit.errors import HelpkitError
 from helpkit.slide.geometry import PatchGeometry
+from helpkit.slide.slide_defaults import TUMOUR_THRESHOLD
 from helpkit.slide.stain_spec import DEFAULT_NORMALISE, NORMALISE_HELP, NORMALISERS
 from helpkit.train.augment_spec import AUGMENT_HELP, DEFAULT_AUGMENT, augment_config, parse_overrides
 
@@ -30,12 +31,13 @@ def _read_index(path: Path):  # -> pd.DataFrame (pandas imported lazily)
 
 
 def _index_from_data(data: Path, geometry: PatchGeometry, max_per_class: int | None, seed: int,
-                     strict: bool = False, layout: str | None = None):
+                     strict: bool = False, layout: str | None = None, tumour_threshold: float = TUMOUR_THRESHOLD):
     from helpkit.data import check_labels, discover
     from helpkit.slide.index import IndexConfig, index_dataset
 
     slides = check_labels(discover(data, "train", layout), strict)
-    result = index_dataset(slides, IndexConfig(geometry=geometry, max_per_class=max_per_class, seed=seed))
+    result = index_dataset(slides, IndexConfig(geometry=geometry, tumour_threshold=tumour_threshold,
+                                               max_per_class=max_per_class, seed=seed))
     for slide_id, error in result.failures:
         typer.echo(f"helpkit: failed: {slide_id}: {error}", err=True)
     return result.patches
@@ -71,6 +73,7 @@ def train(
     name: Annotated[str | None, typer.Option(help="Run name used by heatmaps and features (default: folder name).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
         help="With --data: at most this many patches of each class per slide.")] = None,
+    tumour_threshold: TumourThresholdOption = TUMOUR_THRESHOLD,
     strict: Annotated[bool, typer.Option(
         "--strict", help="With --data: training-label problems (a mask that contradicts its class folder, "
         "a class folder not in lower case) are errors, not warnings.")] = False,
@@ -89,8 +92,8 @@ def train(
     """Train a patch CNN per fold by slide: Adam, class weights, LR schedule, early stopping,
     a checkpoint each epoch, resume after a kill, and an optional time budget.
 
-    The geometry options (--mpp, --patch-size, --stride, --tissue-mpp) apply with --data; with
-    --index the index's own geometry is used."""
+    The geometry options (--mpp, --patch-size, --stride, --tissue-mpp) and --tumour-threshold
+    apply with --data; with --index the index's own geometry and labels are used."""
     import time
 
     start = time.monotonic()
@@ -106,10 +109,13 @@ def train(
     from helpkit.train.fit import TrainConfig, train_run
 
     if index is not None:
+        if tumour_threshold != TUMOUR_THRESHOLD:
+            raise HelpkitError("--tumour-threshold labels the patches of --data; a patch index from --index keeps "
+                               "its own labels (helpkit index --tumour-threshold)")
         patches = _read_index(index)
     else:
         build(model, geometry.patch_size, width)  # a bad model, size or width fails before the slow indexing
-        patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout)
+        patches = _index_from_data(data, geometry, max_per_class, seed, strict, layout, tumour_threshold)
     config = TrainConfig(model=model, width=width, folds=folds, epochs=epochs, batch_size=batch,
                          learning_rate=learning_rate, seed=seed, cache=cache, augmentation=augmentation,
                          mixed_precision=mixed_precision, xla=xla, normalise=normalise)

@@ -57,6 +57,12 @@ class IndexConfig:
     balance: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 < self.tumour_threshold <= 1:
+            raise HelpkitError(f"tumour threshold must be above 0 and at most 1, got {self.tumour_threshold:g}")
+        if not 0 <= self.min_tissue <= 1:
+            raise HelpkitError(f"minimum tissue share must be between 0 and 1, got {self.min_tissue:g}")
+
 
 @dataclass(frozen=True)
 class SlideIndex:
