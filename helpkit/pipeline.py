@@ -127,6 +127,8 @@ def _second_round(spec: ModelSpec, index: pd.DataFrame, slides: pd.DataFrame, ru
     """Hard-negative mining for ``spec`` (``helpkit.train.hard_negatives.second_round``): round 1 in
     ``runs/<model>.round1``, its out-of-fold heatmaps in ``heatmaps.round1/``, round 2 in ``run_dir``."""
     from helpkit.heatmap.make import slide_records
+    from helpkit.slide.index import IndexConfig
+    from helpkit.slidemap import Executor
     from helpkit.train.hard_negatives import second_round
 
     if spec.folds < 2:
@@ -140,7 +142,8 @@ def _second_round(spec: ModelSpec, index: pd.DataFrame, slides: pd.DataFrame, ru
         return round1_heatmaps / spec.name
 
     done = second_round(index, _index_path(model_dir, spec), slides, run_dir, spec.hard_negatives,
-                        fit=fit, score=score)
+                        fit=fit, score=score, config=IndexConfig(tumour_threshold=spec.tumour_threshold),
+                        executor=Executor.from_env())
     log(f"model {spec.name}: {done['added']} hard negatives (target {done['target']}, at most "
         f"{done['max_per_slide']} a slide) scored {done['score_min']}-{done['score_max']} by round 1, "
         f"{'reused ' if done['reused'] else ''}{done['index']}; round 1 kept in runs/{done['round1']}")

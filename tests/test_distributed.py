@@ -187,6 +187,26 @@ def test_index_on_the_cluster_equals_in_process_and_resumes_from_its_parts(
     assert after["Slide002.parquet"] != before["Slide002.parquet"]
 
 
+def test_hard_negative_cells_on_the_cluster_equal_in_process(tiny_competition: Path, dask_cluster) -> None:
+    """Hard-negative mining labels each slide's cells through the same per-slide map: a cluster gives
+    what this process gives, slide for slide."""
+    import pandas as pd
+
+    from helpkit.data import discover
+    from helpkit.slide.index import index_dataset
+    from helpkit.train.hard_negatives import index_cells
+
+    address, _ = dask_cluster
+    slides = discover(tiny_competition, "train")
+    index = index_dataset(slides, progress=False).patches
+    local = index_cells(index, slides)
+    remote = index_cells(index, slides, Executor(scheduler=address))
+    assert list(remote) == list(local) == list(index["slide_id"].drop_duplicates())
+    for slide_id, cells in local.items():
+        assert len(cells) > 0
+        pd.testing.assert_frame_equal(cells, remote[slide_id])
+
+
 STARTED = "started-"
 
 

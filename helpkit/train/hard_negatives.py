@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from helpkit.heatmap.store import Heatmap, read_heatmap
 from helpkit.slide.geometry import PatchGeometry
 from helpkit.slide.index import GEOMETRY_COLUMNS, INDEX_COLUMNS, IndexConfig, index_geometry, slide_cells, write_index
 from helpkit.slide.sampling import label_patches
+from helpkit.slidemap import Executor, map_slides
 
 MAX_SLIDE_SHARE = 0.25
 """One slide supplies at most this share of the hard negatives (rounded up). A single slide
@@ -164,19 +166,31 @@ def with_hard_negatives(index: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame
     return pd.concat([own, rows], ignore_index=True) if len(rows) else own
 
 
-def index_cells(index: pd.DataFrame, slides: pd.DataFrame) -> dict[str, pd.DataFrame]:
+@dataclass(frozen=True)
+class SlideCellsJob:
+    """The per-slide job of ``index_cells``: a slide record (path, mask_path, slide_label) in, its
+    grid cells before labelling (``slide_cells`` at ``geometry``) out."""
+
+    geometry: PatchGeometry
+
+    def __call__(self, record: dict[str, Any]) -> pd.DataFrame:
+        return slide_cells(record["path"], record["mask_path"], int(record["slide_label"]), self.geometry).cells
+
+
+def index_cells(index: pd.DataFrame, slides: pd.DataFrame, executor: Executor | None = None) -> dict[str, pd.DataFrame]:
     """Each index slide's grid cells before labelling, by slide id (``slide_cells`` at the
-    index's geometry). ``slides`` are the slide records (``helpkit.data.discover``) that give
-    the masks."""
-    records = {str(r["path"]): r for r in slides.to_dict("records")}
-    geometry = index_geometry(index)
-    cells = {}
+    index's geometry), one ``map_slides`` task per slide on ``executor`` (default: in process).
+    ``slides`` are the slide records (``helpkit.data.discover``) that give the masks."""
+    masks = {str(r["path"]): r["mask_path"] for r in slides.to_dict("records")}
+    records = []
     for slide_id, path, label in index[["slide_id", "path", "slide_label"]].drop_duplicates("slide_id").itertuples(
             index=False):
-        if path not in records:
+        if path not in masks:
             raise HelpkitError(f"slide {slide_id} of the patch index is not among the slide records", path)
-        cells[slide_id] = slide_cells(path, records[path]["mask_path"], int(label), geometry).cells
-    return cells
+        records.append({"path": path, "mask_path": masks[path], "slide_label": int(label)})
+    keys = [str(s) for s in index["slide_id"].drop_duplicates()]
+    return map_slides(SlideCellsJob(index_geometry(index)), records, keys, executor,
+                      description="cells for hard negatives", progress=False)
 
 
 def mining_summary(patches: pd.DataFrame, share: float, max_slide_share: float = MAX_SLIDE_SHARE) -> dict[str, Any]:
@@ -207,6 +221,7 @@ def second_round(
     fit: Callable[[pd.DataFrame, Path], Any],
     score: Callable[[Path], HeatmapSource],
     config: IndexConfig = IndexConfig(),
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Train a model with hard negatives. Round 1 is trained in ``round_one_dir(run_dir)`` and
     kept there. Its hard negatives are mined and written with the index to
@@ -230,7 +245,8 @@ def second_round(
                                    f"missing: delete {run_dir.name} (a stale round 2) to mine again", run_dir)
             run_dir.rename(first)
         fit(index, first)
-        rows = hard_negative_rows(index, score(first), share, index_cells(index, slides), config=config)
+        rows = hard_negative_rows(index, score(first), share, index_cells(index, slides, executor),
+                                  config=config)
         patches = with_hard_negatives(index, rows)
         write_index(patches, path)
     fit(patches, run_dir)
