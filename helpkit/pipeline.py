@@ -64,16 +64,24 @@ def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
     return model_dir / f"index_{spec.geometry.key()}{labelling}.parquet"
 
 
+def _index_config(spec: ModelSpec, seed: int):  # -> IndexConfig (imported lazily)
+    """How ``spec``'s patches are laid out, labelled and sampled: what its index is built with and
+    what hard-negative mining labels cells with."""
+    from helpkit.slide.index import IndexConfig
+
+    return IndexConfig(geometry=spec.geometry, tumour_threshold=spec.tumour_threshold,
+                       max_per_class=spec.max_patches_per_slide // 2, seed=seed)
+
+
 def _patch_index(slides: pd.DataFrame, spec: ModelSpec, seed: int, model_dir: Path) -> pd.DataFrame:
     """The patch index for ``spec``'s geometry and tumour threshold, built once and shared by models that use it."""
-    from helpkit.slide.index import IndexConfig, index_dataset, write_index
+    from helpkit.slide.index import index_dataset, write_index
     from helpkit.slidemap import Executor
 
     path = _index_path(model_dir, spec)
     if path.is_file():
         return pd.read_parquet(path)
-    config = IndexConfig(geometry=spec.geometry, tumour_threshold=spec.tumour_threshold,
-                         max_per_class=spec.max_patches_per_slide // 2, seed=seed)
+    config = _index_config(spec, seed)
     executor = Executor.from_env()  # HELPKIT_SCHEDULER / HELPKIT_WORKERS: per-slide work on Dask
     result = index_dataset(slides, config, executor=executor,
                            parts_dir=None if executor.in_process else path.with_name(f"{path.name}.slides"))
@@ -127,7 +135,6 @@ def _second_round(spec: ModelSpec, index: pd.DataFrame, slides: pd.DataFrame, ru
     """Hard-negative mining for ``spec`` (``helpkit.train.hard_negatives.second_round``): round 1 in
     ``runs/<model>.round1``, its out-of-fold heatmaps in ``heatmaps.round1/``, round 2 in ``run_dir``."""
     from helpkit.heatmap.make import slide_records
-    from helpkit.slide.index import IndexConfig
     from helpkit.slidemap import Executor
     from helpkit.train.hard_negatives import second_round
 
@@ -142,8 +149,7 @@ def _second_round(spec: ModelSpec, index: pd.DataFrame, slides: pd.DataFrame, ru
         return round1_heatmaps / spec.name
 
     done = second_round(index, _index_path(model_dir, spec), slides, run_dir, spec.hard_negatives,
-                        fit=fit, score=score, config=IndexConfig(tumour_threshold=spec.tumour_threshold),
-                        executor=Executor.from_env())
+                        fit=fit, score=score, config=_index_config(spec, config.seed), executor=Executor.from_env())
     log(f"model {spec.name}: {done['added']} hard negatives (target {done['target']}, at most "
         f"{done['max_per_slide']} a slide) scored {done['score_min']}-{done['score_max']} by round 1, "
         f"{'reused ' if done['reused'] else ''}{done['index']}; round 1 kept in runs/{done['round1']}")

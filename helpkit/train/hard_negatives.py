@@ -182,13 +182,13 @@ def index_cells(index: pd.DataFrame, slides: pd.DataFrame, executor: Executor | 
     index's geometry), one ``map_slides`` task per slide on ``executor`` (default: in process).
     ``slides`` are the slide records (``helpkit.data.discover``) that give the masks."""
     masks = {str(r["path"]): r["mask_path"] for r in slides.to_dict("records")}
-    records = []
+    records, keys = [], []
     for slide_id, path, label in index[["slide_id", "path", "slide_label"]].drop_duplicates("slide_id").itertuples(
             index=False):
         if path not in masks:
             raise HelpkitError(f"slide {slide_id} of the patch index is not among the slide records", path)
         records.append({"path": path, "mask_path": masks[path], "slide_label": int(label)})
-    keys = [str(s) for s in index["slide_id"].drop_duplicates()]
+        keys.append(str(slide_id))
     return map_slides(SlideCellsJob(index_geometry(index)), records, keys, executor,
                       description="cells for hard negatives", progress=False)
 
