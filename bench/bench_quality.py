@@ -56,6 +56,7 @@ from helpkit.layouts import labels_file, platform_folders
 from helpkit.scoring import (
     DEPOSIT_CLASSES,
     at_threshold,
+    auc,
     auc_ci,
     delong_test,
     sensitivity_by_class,
@@ -200,6 +201,17 @@ def quality_table(scores: dict[str, pd.DataFrame], truth: dict[str, pd.DataFrame
                *(f"{p}_p_vs_seed" for p in PHASES), "threshold",
                *(f"{p}_{k}" for p in PHASES for k in (*(f"sens_{c}" for c in DEPOSIT_CLASSES), "specificity"))]
     return pd.DataFrame(rows)[columns]
+
+
+def class_aucs(frame: pd.DataFrame, column: str) -> dict[str, float]:
+    """AUC of ``column`` over ``frame``'s slides (``label``, ``size_class``), and of each deposit
+    class's positives against the negatives alone (``auc_<class>``): which slides a score misses."""
+    y = frame["label"].to_numpy(int)
+    out = {"auc": auc(y, frame[column].to_numpy(float))}
+    for size in DEPOSIT_CLASSES:
+        rows = frame[(frame["label"] == 0) | (frame["size_class"] == size)]
+        out[f"auc_{size}"] = auc(rows["label"].to_numpy(int), rows[column].to_numpy(float))
+    return out
 
 
 def write_scores(scores: dict[str, pd.DataFrame], truth: dict[str, pd.DataFrame], path: Path) -> None:

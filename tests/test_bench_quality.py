@@ -98,6 +98,16 @@ def test_quality_table_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_class_aucs_score_each_deposit_class_against_the_negatives() -> None:
+    """A score that ranks macro and micro slides above every negative and ITC slides below them:
+    1.0, 1.0 and 0.0 by class; overall the share of (positive, negative) pairs in order."""
+    bench = _bench()
+    frame = _truth()["phase1"]
+    frame["score"] = frame["size_class"].map({"negative": 0.5, "macro": 0.9, "micro": 0.7, "itc": 0.1})
+    result = bench.class_aucs(frame, "score")
+    assert result == pytest.approx({"auc": 2 / 3, "auc_macro": 1.0, "auc_micro": 1.0, "auc_itc": 0.0})
+
+
 def test_compare_reads_scores_of_runs_and_tests_against_the_first(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bench = _bench()
