@@ -26,10 +26,11 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
     .venv/bin/python bench/bench_quality.py --augment strong   # the stacked CNNs with another augmentation
     .venv/bin/python bench/bench_quality.py --normalise macenko --out build/bq/macenko   # one method alone
     .venv/bin/python bench/bench_quality.py --tta flips --models-from build/bq/base --out build/bq/tta
+    .venv/bin/python bench/bench_quality.py --fine-mpp 1 --out build/bq/fine   # a fourth CNN at 1 um/px
 
 ``--augment``, ``--normalise``, ``--tta``, ``--hard-negatives`` and ``--tumour-threshold`` set that
 field of every stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's
-table compares against the same reference.
+table compares against the same reference. ``--fine-mpp`` adds a fourth stacked CNN (``fine_model``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from helpkit import pipeline
-from helpkit.config import SubmissionConfig, load_submission
+from helpkit.config import ModelSpec, SubmissionConfig, load_submission
 from helpkit.data import read_labels, read_size_classes
 from helpkit.layouts import labels_file, platform_folders
 from helpkit.scoring import (
@@ -103,6 +104,8 @@ class Settings:
     """Hard-negative share of the stacked CNNs' second training round; None: each model's own."""
     tumour_threshold: float | None = None
     """Tumour share from which a training cell of the stacked CNNs is tumour; None: each model's own."""
+    fine_mpp: float | None = None
+    """Microns per pixel of a fourth stacked CNN, ``fine_model``'s; None: the submission's CNNs only."""
 
     def recipe(self) -> dict[str, object]:
         """What this run sets on the stacked CNNs (the settings that were given)."""
@@ -303,6 +306,12 @@ def plot(table: pd.DataFrame, counts: dict[str, dict[str, int]], path: Path) -> 
         plt.close(fig)
 
 
+def fine_model(config: SubmissionConfig, mpp: float) -> ModelSpec:
+    """The probe at a finer scale: ``config``'s first CNN (the stacked recipe's simple) at ``mpp``
+    microns per pixel, named ``fine``. ``bench_scale.py`` trains it alone; ``--fine-mpp`` stacks it."""
+    return config.models[0].model_copy(update={"mpp": mpp, "name": "fine"})
+
+
 def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None = None) -> pd.DataFrame:
     """The whole bench; returns the table written to ``out/quality.csv``. With ``models_from`` (an
     earlier ``--out``), its trained CNN folds are copied in and resumed rather than retrained:
@@ -324,8 +333,10 @@ def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None
                 # Phase 2 only lends its test set (make_competition needs two training slides).
                 "phase2": competition(data_root / f"phase2_{key}", n_train=2, n_test=s.test, size=s.size,
                                       seed=s.seed + 1, phase1=PHASES["phase1"], phase2=PHASES["phase2"])}
-    configs = {SEED_STYLE: fixed_budget(load_submission(SEED_STYLE), s),
-               "stacked": fixed_budget(load_submission(s.stacked), s, s.recipe())}
+    stacked = fixed_budget(load_submission(s.stacked), s, s.recipe())
+    if s.fine_mpp is not None:
+        stacked = stacked.model_copy(update={"models": [*stacked.models, fine_model(stacked, s.fine_mpp)]})
+    configs = {SEED_STYLE: fixed_budget(load_submission(SEED_STYLE), s), "stacked": stacked}
     models = {name: out / "models" / name for name in configs}
     if models_from is not None:  # trained folds are resumed (train_run refuses another recipe's)
         shutil.copytree(models_from / "models", out / "models",
@@ -352,7 +363,8 @@ def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None
     presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
     print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
           f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' recipe: "
-          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}" for k in RECIPE))
+          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}" for k in RECIPE)
+          + (f"; a fourth CNN, fine, at {s.fine_mpp:g} um/px" if s.fine_mpp is not None else ""))
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
@@ -408,6 +420,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tumour-threshold", type=float, metavar="SHARE",
                         help="Tumour share from which a training cell of the stacked CNNs is tumour; lower it to "
                         "learn isolated tumour cells. Default: each model's own (demo-stacked: 0.1).")
+    parser.add_argument("--fine-mpp", type=float, metavar="MPP",
+                        help="Add a fourth CNN to the stacked ones: the first (simple) at MPP microns per pixel, "
+                        "named fine (bench_scale.py's probe), so the stack gets its features.")
     parser.add_argument("--models-from", type=Path, metavar="OUT",
                         help="Copy the trained CNN folds of an earlier --out and resume them instead of "
                         "training anew (a recipe that differs in training is refused): for --tta.")

@@ -53,8 +53,7 @@ def main() -> None:
         raise SystemExit(f"bench_scale: run bench/bench_quality.py first (missing: {missing or args.stacked_run})")
     shutil.rmtree(args.out, ignore_errors=True)
     stacked = bq.fixed_budget(load_submission(s.stacked), s)
-    fine = stacked.models[0].model_copy(update={"mpp": args.mpp, "name": "fine"})
-    config = stacked.model_copy(update={"models": [fine], "ensemble": stacked.ensemble.model_copy(
+    config = stacked.model_copy(update={"models": [bq.fine_model(stacked, args.mpp)], "ensemble": stacked.ensemble.model_copy(
         update={"method": "single", "params": {}})})
     model_dir = args.out / "model"
     pipeline.train(platform_folders(data["phase1"])[0], model_dir, config)

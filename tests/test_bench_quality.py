@@ -139,13 +139,24 @@ def test_skipped_under_make(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     assert "skipped under make" in capsys.readouterr().out
 
 
+def test_fine_model_is_the_first_cnn_at_the_finer_scale() -> None:
+    from helpkit.config import load_submission
+
+    config = load_submission("demo-stacked")
+    fine = _bench().fine_model(config, 1.0)
+    first = config.models[0]
+    assert (fine.name, fine.mpp, fine.architecture) == ("fine", 1.0, "simple")
+    assert fine.model_dump(exclude={"name", "mpp"}) == first.model_dump(exclude={"name", "mpp"})
+    assert first.mpp != 1.0 and first.name != "fine"  # a copy: the submission's own model is untouched
+
+
 @pytest.mark.slow
 def test_quick_run(tmp_path: Path) -> None:
-    """The whole bench at toy sizes (about two minutes on two cores: four CNNs train)."""
+    """The whole bench at toy sizes, with the fourth CNN at 1 um/px (a few minutes on two cores: five CNNs train)."""
     out = tmp_path / "out"
-    subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(tmp_path / "data"), "--out", str(out)],
-                   check=True)
+    subprocess.run([sys.executable, str(BENCH), "--quick", "--fine-mpp", "1", "--data", str(tmp_path / "data"),
+                    "--out", str(out)], check=True)
     table = pd.read_csv(out / "quality.csv")
-    _check_table(table, ["seed-style", "simple max", "unet max", "inception max", "mean blend", "tuned blend",
-                         "lgbm stack"])
+    _check_table(table, ["seed-style", "simple max", "unet max", "inception max", "fine max", "mean blend",
+                         "tuned blend", "lgbm stack"])
     assert (out / "quality.png").stat().st_size > 0
