@@ -6,7 +6,9 @@ through the inference stage (``helpkit.pipeline.infer``, what ``helpkit platform
 runs) into a fresh work dir under ``--out``, which is emptied first, so no heatmap of an
 earlier run is ever reused. Prints, per test set, the AUC with its 95% DeLong CI of the
 submission's output.csv and of each model's max heatmap probability (``<model>__max``), and
-the number of fallback rows; writes the table as ``shift.csv`` in ``--out``.
+the number of fallback rows, and the submission's calibration: the negatives' mean score and the
+accuracy of a fixed cut at 0.5 (a stain shift can keep the ranking and still move every score);
+writes the table as ``shift.csv`` in ``--out``.
 
     make demo
     .venv/bin/python bench/bench_shift.py --model-dir demo-run/validation/model --config demo-stacked
@@ -64,9 +66,13 @@ def main() -> None:
         features, scratch = pipeline.inference_features(data / "test", args.model_dir, config, work / "work")
         labels = read_labels(data / "labels.csv")
         y = labels.to_numpy(int)
-        row = {"shift": shift, config.name: _cell(y, read_predictions(output).scores.reindex(labels.index))}
+        scores = read_predictions(output).scores.reindex(labels.index).to_numpy(float)
+        row = {"shift": shift, config.name: _cell(y, scores)}
         for spec in config.models:
             row[f"{spec.name} max"] = _cell(y, features[f"{spec.name}__max"].reindex(labels.index).fillna(0.5))
+        # AUC ranks; a threshold also needs the scores to stay where they were.
+        row["negatives' mean"] = round(float(scores[y == 0].mean()), 3)
+        row["accuracy at 0.5"] = round(float(((scores >= 0.5) == (y == 1)).mean()), 2)
         row["fallbacks"] = len(json.loads((scratch / "inference.json").read_text())["failures"])
         row["infer_s"] = round(time.monotonic() - t0, 1)
         rows.append(row)
