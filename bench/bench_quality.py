@@ -9,7 +9,8 @@ own train stage (``helpkit.pipeline.train``):
 - ``seed-style``: submissions/seed-style, one simple CNN without stain augmentation; score =
   the slide's max heatmap probability (the inference stage's output.csv);
 - the stacked submission (``demo-stacked``; ``demo-quick`` with ``--quick``): simple, unet and
-  inception CNNs, whose candidates are each CNN's max heatmap probability (``<model>__max``),
+  inception CNNs at 2 um/px and ``fine``, the simple at 1 um/px (demo-quick has no ``fine``),
+  whose candidates are each CNN's max heatmap probability (``<model>__max``),
   the mean blend and the tuned blend (``helpkit.ensemble.fit_ensemble`` on the train stage's
   out-of-fold features) and the LightGBM stack (the inference stage's output.csv).
 
@@ -26,11 +27,12 @@ to phase 2), with the specificity there. Writes ``quality.csv`` and ``quality.pn
     .venv/bin/python bench/bench_quality.py --augment strong   # the stacked CNNs with another augmentation
     .venv/bin/python bench/bench_quality.py --normalise macenko --out build/bq/macenko   # one method alone
     .venv/bin/python bench/bench_quality.py --tta flips --models-from build/bq/base --out build/bq/tta
-    .venv/bin/python bench/bench_quality.py --fine-mpp 1 --out build/bq/fine   # a fourth CNN at 1 um/px
+    .venv/bin/python bench/bench_quality.py --models simple unet inception --out build/bq/three   # without fine
 
 ``--augment``, ``--normalise``, ``--tta``, ``--hard-negatives`` and ``--tumour-threshold`` set that
 field of every stacked CNN (``ModelSpec``); the seed-style model never changes, so every run's
-table compares against the same reference. ``--fine-mpp`` adds a fourth stacked CNN (``fine_model``).
+table compares against the same reference. ``--models`` keeps some of the stacked CNNs, and
+``--fine-mpp`` sets the scale of the ``fine`` one (adding ``fine_model`` to a submission without it).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ PHASES = {"phase1": "default", "phase2": "help22"}
 """Each test set and the synth preset it is drawn from (training slides: phase 1's)."""
 BLENDS = ("mean", "tuned")
 STACK = "lgbm"
+FINE = "fine"
+"""Name of the stacked CNN at the finer scale (``fine_model``)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class Settings:
     patches: int
     """Most patches sampled per training slide (``max_patches_per_slide``)."""
     stacked: str
-    """The submission whose three CNNs give the per-model, blend and stack candidates."""
+    """The submission whose CNNs give the per-model, blend and stack candidates."""
     augment: str | None = None
     """Augmentation of the stacked submission's CNNs (``AUGMENTATIONS``); None: each model's own."""
     normalise: str | None = None
@@ -104,8 +108,10 @@ class Settings:
     """Hard-negative share of the stacked CNNs' second training round; None: each model's own."""
     tumour_threshold: float | None = None
     """Tumour share from which a training cell of the stacked CNNs is tumour; None: each model's own."""
+    models: tuple[str, ...] | None = None
+    """Names of the stacked submission's CNNs to keep, in its order; None: all of them."""
     fine_mpp: float | None = None
-    """Microns per pixel of a fourth stacked CNN, ``fine_model``'s; None: the submission's CNNs only."""
+    """Microns per pixel of the stacked ``fine`` CNN (added as ``fine_model`` where there is none); None: as shipped."""
 
     def recipe(self) -> dict[str, object]:
         """What this run sets on the stacked CNNs (the settings that were given)."""
@@ -307,9 +313,26 @@ def plot(table: pd.DataFrame, counts: dict[str, dict[str, int]], path: Path) -> 
 
 
 def fine_model(config: SubmissionConfig, mpp: float) -> ModelSpec:
-    """The probe at a finer scale: ``config``'s first CNN (the stacked recipe's simple) at ``mpp``
-    microns per pixel, named ``fine``. ``bench_scale.py`` trains it alone; ``--fine-mpp`` stacks it."""
-    return config.models[0].model_copy(update={"mpp": mpp, "name": "fine"})
+    """The CNN at a finer scale: ``config``'s first CNN (the stacked recipe's simple) at ``mpp``
+    microns per pixel, named ``fine``, as ``demo-stacked`` ships it at 1 um/px (``bench_scale.py``
+    trains it alone)."""
+    return config.models[0].model_copy(update={"mpp": mpp, "name": FINE})
+
+
+def stacked_models(config: SubmissionConfig, names: tuple[str, ...] | None = None,
+                   fine_mpp: float | None = None) -> SubmissionConfig:
+    """``config`` with only its CNNs named in ``names`` (all when None), and its ``fine`` CNN at
+    ``fine_mpp`` (a ``fine_model`` added when there is none); ValueError on a name it lacks."""
+    known = [m.name for m in config.models]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"{config.name} has no model {', '.join(unknown)}; it has {', '.join(known)}")
+    models = [m for m in config.models if names is None or m.name in names]
+    if fine_mpp is not None:
+        if all(m.name != FINE for m in models):
+            models.append(fine_model(config, fine_mpp))
+        models = [m.model_copy(update={"mpp": fine_mpp}) if m.name == FINE else m for m in models]
+    return config.model_copy(update={"models": models})
 
 
 def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None = None) -> pd.DataFrame:
@@ -333,9 +356,7 @@ def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None
                 # Phase 2 only lends its test set (make_competition needs two training slides).
                 "phase2": competition(data_root / f"phase2_{key}", n_train=2, n_test=s.test, size=s.size,
                                       seed=s.seed + 1, phase1=PHASES["phase1"], phase2=PHASES["phase2"])}
-    stacked = fixed_budget(load_submission(s.stacked), s, s.recipe())
-    if s.fine_mpp is not None:
-        stacked = stacked.model_copy(update={"models": [*stacked.models, fine_model(stacked, s.fine_mpp)]})
+    stacked = stacked_models(fixed_budget(load_submission(s.stacked), s, s.recipe()), s.models, s.fine_mpp)
     configs = {SEED_STYLE: fixed_budget(load_submission(SEED_STYLE), s), "stacked": stacked}
     models = {name: out / "models" / name for name in configs}
     if models_from is not None:  # trained folds are resumed (train_run refuses another recipe's)
@@ -363,8 +384,8 @@ def run(settings: Settings, data_root: Path, out: Path, models_from: Path | None
     presets = ", ".join(f"{p}: {name}" for p, name in PHASES.items())
     print(f"\n{s.train} training slides; {s.test} test slides per phase ({presets}), {s.size} px, seed {s.seed}; "
           f"{s.folds} folds x {s.epochs} epochs, {s.patches} patches per slide; stacked CNNs' recipe: "
-          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}" for k in RECIPE)
-          + (f"; a fourth CNN, fine, at {s.fine_mpp:g} um/px" if s.fine_mpp is not None else ""))
+          + ", ".join(f"{k} {getattr(configs['stacked'].models[0], k)}" for k in RECIPE) + "; CNNs: "
+          + ", ".join(f"{m.name} ({m.architecture}, {m.mpp:g} um/px)" for m in configs["stacked"].models))
     for phase in PHASES:
         n = truth[phase]["label"]
         print(f"{phase}: {int(n.sum())} positive ({', '.join(f'{c} {k}' for c, k in counts[phase].items())}), "
@@ -420,9 +441,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tumour-threshold", type=float, metavar="SHARE",
                         help="Tumour share from which a training cell of the stacked CNNs is tumour; lower it to "
                         "learn isolated tumour cells. Default: each model's own (demo-stacked: 0.1).")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="Keep only these of the stacked submission's CNNs (demo-stacked: simple unet inception "
+                        "fine). Default: all.")
     parser.add_argument("--fine-mpp", type=float, metavar="MPP",
-                        help="Add a fourth CNN to the stacked ones: the first (simple) at MPP microns per pixel, "
-                        "named fine (bench_scale.py's probe), so the stack gets its features.")
+                        help="Microns per pixel of the stacked fine CNN (demo-stacked's: 1); a submission without one "
+                        "gets its first CNN at MPP, named fine. Default: as shipped.")
     parser.add_argument("--models-from", type=Path, metavar="OUT",
                         help="Copy the trained CNN folds of an earlier --out and resume them instead of "
                         "training anew (a recipe that differs in training is refused): for --tta.")
@@ -444,6 +468,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = QUICK if args.quick else FULL
     settings = replace(base, **{k: v for k, v in vars(args).items() if k in asdict(base) and v is not None})
+    if args.models:
+        settings = replace(settings, models=tuple(args.models))
+        try:
+            stacked_models(load_submission(settings.stacked), settings.models)
+        except ValueError as err:
+            parser.error(str(err))
     if args.data.resolve().is_relative_to(args.out.resolve()):
         parser.error("--data must not lie inside --out (--out is emptied)")
     for env, value in (("HELPKIT_WORKERS", args.workers), ("HELPKIT_SCHEDULER", args.scheduler)):

@@ -6,7 +6,8 @@ same competitions as ``bench/bench_quality.py``. Then it prints, on phase 1 and 
 
 - the AUC of each slide's maximum probability, overall and of each deposit class against the
   negatives (``bench_quality.class_aucs``), beside the same columns of ``--stacked-run`` (an
-  earlier ``bench_quality.py --out`` at the default sizes and seed, e.g. the shipped recipe);
+  earlier ``bench_quality.py --models simple unet inception --out`` at the default sizes and seed:
+  the shipped recipe without its own ``fine`` CNN);
 - the shipped LightGBM stack refitted on that run's out-of-fold heatmap features with and
   without the ``fine`` model's (``bench_stacker``'s feature sets), scored on both test sets.
 
@@ -61,6 +62,9 @@ def main() -> None:
     earlier = pd.read_csv(args.stacked_run / bq.SCORES_FILE, index_col="slide_id")
     rows, stack_rows = [], []
     train3 = bs.load(args.stacked_run / "models" / "stacked" / "heatmaps")
+    if any(column.startswith(f"{bq.FINE}__") for column in train3.columns):
+        raise SystemExit(f"bench_scale: {args.stacked_run} already stacks a {bq.FINE} CNN: pass a run of "
+                         "bench_quality.py --models simple unet inception")
     train4 = train3.merge(bs.load(model_dir / "heatmaps").drop(columns=["label", "split"]), on="slide_id")
     y = train3["label"].to_numpy(dtype=int)
     for phase, root in data.items():

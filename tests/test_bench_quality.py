@@ -142,7 +142,7 @@ def test_skipped_under_make(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 def test_fine_model_is_the_first_cnn_at_the_finer_scale() -> None:
     from helpkit.config import load_submission
 
-    config = load_submission("demo-stacked")
+    config = load_submission("demo-quick")
     fine = _bench().fine_model(config, 1.0)
     first = config.models[0]
     assert (fine.name, fine.mpp, fine.architecture) == ("fine", 1.0, "simple")
@@ -150,9 +150,40 @@ def test_fine_model_is_the_first_cnn_at_the_finer_scale() -> None:
     assert first.mpp != 1.0 and first.name != "fine"  # a copy: the submission's own model is untouched
 
 
+def test_shipped_fine_cnn_is_the_benchs_fine_model() -> None:
+    # What the bench measured (the first CNN at 1 um/px beside the three) is what demo-stacked ships.
+    from helpkit.config import load_submission
+
+    bench, shipped = _bench(), load_submission("demo-stacked")
+    assert shipped.models[-1] == bench.fine_model(shipped, 1.0)
+    assert [m.name for m in shipped.models] == ["simple", "unet", "inception", "fine"]
+
+
+def test_stacked_models_keeps_named_cnns_and_sets_the_fine_scale() -> None:
+    from helpkit.config import load_submission
+
+    bench, shipped, quick = _bench(), load_submission("demo-stacked"), load_submission("demo-quick")
+    three = bench.stacked_models(shipped, ("inception", "simple", "unet"))
+    assert [m.name for m in three.models] == ["simple", "unet", "inception"]  # the submission's order
+    assert [m.mpp for m in bench.stacked_models(shipped, fine_mpp=0.5).models] == [2.0, 2.0, 2.0, 0.5]
+    added = bench.stacked_models(quick, ("simple",), fine_mpp=1.0)
+    assert [(m.name, m.mpp) for m in added.models] == [("simple", 2.0), ("fine", 1.0)]
+    assert bench.stacked_models(shipped) == shipped
+    with pytest.raises(ValueError, match="no model resnet"):
+        bench.stacked_models(shipped, ("simple", "resnet"))
+
+
+def test_unknown_model_is_a_one_line_usage_error() -> None:
+    result = subprocess.run([sys.executable, str(BENCH), "--models", "simple", "resnet"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert "no model resnet" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_quick_run(tmp_path: Path) -> None:
-    """The whole bench at toy sizes, with the fourth CNN at 1 um/px (a few minutes on two cores: five CNNs train)."""
+    """The whole bench at toy sizes, with a fine CNN at 1 um/px added to demo-quick's three (a few
+    minutes on two cores: five CNNs train)."""
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(BENCH), "--quick", "--fine-mpp", "1", "--data", str(tmp_path / "data"),
                     "--out", str(out)], check=True)
