@@ -30,11 +30,16 @@ import bench_stacker as bs  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stacked-run", type=Path, required=True, help="An earlier bench_quality --out (default sizes).")
+    parser.add_argument("--stacked-run", type=Path,
+                        help="An earlier bench_quality --out (default sizes, --models simple unet inception).")
     parser.add_argument("--mpp", type=float, default=1.0, help="Microns per pixel of the fine CNN (default 1).")
     parser.add_argument("--data", type=Path, default=Path("build/bench-quality/data"))
     parser.add_argument("--out", type=Path, default=Path("build/bench-scale"), help="Emptied, then outputs.")
     args = parser.parse_args()
+    if args.stacked_run is None:  # `make bench` runs every bench: this one needs a bench_quality run
+        print("bench_scale: skipped: pass --stacked-run OUT, an earlier "
+              "`bench/bench_quality.py --models simple unet inception --out OUT`")
+        return
 
     import tensorflow as tf
 

@@ -147,6 +147,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="Random subsets per size below all slides.")
     parser.add_argument("--out", type=Path, default=Path("build/stacker-study"))
     args = parser.parse_args()
+    if not args.train.is_dir():  # `make bench` runs every bench: this one studies a bench_quality run
+        print(f"bench_stacker: skipped: no out-of-fold heatmaps at {args.train} (run bench/bench_quality.py "
+              "first, or pass --train, --test1, --test2)")
+        return
 
     start = time.perf_counter()
     train = load(args.train)
