@@ -329,9 +329,9 @@ def stacked_models(config: SubmissionConfig, names: tuple[str, ...] | None = Non
         raise ValueError(f"{config.name} has no model {', '.join(unknown)}; it has {', '.join(known)}")
     models = [m for m in config.models if names is None or m.name in names]
     if fine_mpp is not None:
+        models = [m.model_copy(update={"mpp": fine_mpp}) if m.name == FINE else m for m in models]
         if all(m.name != FINE for m in models):
             models.append(fine_model(config, fine_mpp))
-        models = [m.model_copy(update={"mpp": fine_mpp}) if m.name == FINE else m for m in models]
     return config.model_copy(update={"models": models})
 
 

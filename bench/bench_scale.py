@@ -1,7 +1,7 @@
 """Probe: one CNN of the stacked recipe at a finer scale, alone and as a fourth model of the stack.
 
-Trains the stacked submission's simple CNN (its recipe, ``bench_quality``'s budgets and seed) at
-``--mpp`` as a model named ``fine``, through the platform's train and inference stages on the
+Trains the stacked submission's ``fine`` CNN (its simple CNN again, ``bench_quality``'s budgets
+and seed) alone at ``--mpp``, through the platform's train and inference stages on the
 same competitions as ``bench/bench_quality.py``. Then it prints, on phase 1 and phase 2:
 
 - the AUC of each slide's maximum probability, overall and of each deposit class against the
@@ -59,8 +59,9 @@ def main() -> None:
         raise SystemExit(f"bench_scale: run bench/bench_quality.py first (missing: {missing or args.stacked_run})")
     shutil.rmtree(args.out, ignore_errors=True)
     stacked = bq.fixed_budget(load_submission(s.stacked), s)
-    config = stacked.model_copy(update={"models": [bq.fine_model(stacked, args.mpp)], "ensemble": stacked.ensemble.model_copy(
-        update={"method": "single", "params": {}})})
+    config = bq.stacked_models(stacked, (bq.FINE,), args.mpp)  # the shipped fine CNN alone, at --mpp
+    config = config.model_copy(update={"ensemble": stacked.ensemble.model_copy(update={"method": "single",
+                                                                                     "params": {}})})
     model_dir = args.out / "model"
     pipeline.train(platform_folders(data["phase1"])[0], model_dir, config)
 

@@ -32,7 +32,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -40,6 +40,9 @@ from helpkit.config import ModelSpec, SubmissionConfig
 from helpkit.errors import HelpkitError
 from helpkit.train.augment_spec import augment_config
 from helpkit.io import write_json
+
+if TYPE_CHECKING:
+    from helpkit.slide.index import IndexConfig
 
 PIPELINE_FILE = "pipeline.json"
 
@@ -64,7 +67,7 @@ def _index_path(model_dir: Path, spec: ModelSpec) -> Path:
     return model_dir / f"index_{spec.geometry.key()}{labelling}.parquet"
 
 
-def _index_config(spec: ModelSpec, seed: int):  # -> IndexConfig (imported lazily)
+def _index_config(spec: ModelSpec, seed: int) -> IndexConfig:
     """How ``spec``'s patches are laid out, labelled and sampled: what its index is built with and
     what hard-negative mining labels cells with."""
     from helpkit.slide.index import IndexConfig
