@@ -24,3 +24,20 @@ def test_bench_without_its_inputs_says_so_and_exits_0(tmp_path: Path, script: st
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipped" in result.stdout and needs in result.stdout
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_bench_augment_prints_a_row_per_case_with_ratio_1_for_the_first(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent)}
+    result = subprocess.run([sys.executable, str(BENCH / "bench_augment.py"), "--presets", "light", "--parallel", "1", "2",
+                             "--intra", "1", "--batch", "16", "--patches", "64"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("light")]
+    assert [row[2] for row in rows] == ["1", "2"]  # parallel calls, in the order asked
+    assert rows[0][4] == "1.00" and all(float(row[3]) > 0 for row in rows)
+
+
+def test_bench_augment_rejects_an_unknown_preset_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(BENCH / "bench_augment.py"), "--presets", "sepia"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "unknown preset(s) sepia" in result.stderr
