@@ -57,6 +57,10 @@ def main() -> None:
     missing = [str(d) for d in data.values() if not d.is_dir()]
     if missing or not (args.stacked_run / bq.SCORES_FILE).is_file():
         raise SystemExit(f"bench_scale: run bench/bench_quality.py first (missing: {missing or args.stacked_run})")
+    train3 = bs.load(args.stacked_run / "models" / "stacked" / "heatmaps")
+    if any(column.startswith(f"{bq.FINE}__") for column in train3.columns):  # before training: refused in seconds
+        raise SystemExit(f"bench_scale: {args.stacked_run} already stacks a {bq.FINE} CNN: pass a run of "
+                         "bench_quality.py --models simple unet inception")
     shutil.rmtree(args.out, ignore_errors=True)
     stacked = bq.fixed_budget(load_submission(s.stacked), s)
     config = bq.stacked_models(stacked, (bq.FINE,), args.mpp)  # the shipped fine CNN alone, at --mpp
@@ -67,10 +71,6 @@ def main() -> None:
 
     earlier = pd.read_csv(args.stacked_run / bq.SCORES_FILE, index_col="slide_id")
     rows, stack_rows = [], []
-    train3 = bs.load(args.stacked_run / "models" / "stacked" / "heatmaps")
-    if any(column.startswith(f"{bq.FINE}__") for column in train3.columns):
-        raise SystemExit(f"bench_scale: {args.stacked_run} already stacks a {bq.FINE} CNN: pass a run of "
-                         "bench_quality.py --models simple unet inception")
     train4 = train3.merge(bs.load(model_dir / "heatmaps").drop(columns=["label", "split"]), on="slide_id")
     y = train3["label"].to_numpy(dtype=int)
     for phase, root in data.items():
