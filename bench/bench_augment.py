@@ -1,7 +1,7 @@
 """Does the training augmentation scale with the cores tf.data is given? Patches/s per preset and
 number of parallel calls, against one call at a time in the same run.
 
-One uint8 batch (``--batch`` patches of 64 px, read with the preset's rescale margin) is repeated
+One uint8 batch (``--batch`` patches of ``PATCH`` px, read with the preset's rescale margin) is repeated
 through ``Dataset.map(augment, num_parallel_calls=N)`` with a fresh seed per batch, as
 ``patch_dataset`` maps it, without reading patches or a model: the augmentation's own throughput.
 Each case runs two passes of ``--patches`` patches and keeps the second (the first traces). For
@@ -25,6 +25,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # grappler warns once per tr
 
 import numpy as np  # noqa: E402
 
+from helpkit.train.augment_spec import AUGMENTATIONS, read_size  # noqa: E402  (no TensorFlow)
+
+PATCH = 64
+"""The model's patch side in pixels (a preset with rescale reads a margin around it)."""
+
 
 def cpu_seconds() -> tuple[float, float]:
     """(user + system, system) CPU seconds of this process so far."""
@@ -34,7 +39,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["light", "medium", "strong"])
+    parser.add_argument("--presets", nargs="+", default=["light", "medium", "strong"], choices=list(AUGMENTATIONS))
     parser.add_argument("--parallel", nargs="+", type=int, default=[1, 4, 16], help="num_parallel_calls values")
     parser.add_argument("--intra", nargs="+", type=int, default=[1, 0], choices=[0, 1],
                         help="tf.data max_intra_op_parallelism (0: TensorFlow's default)")
@@ -42,28 +47,23 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=6400, help="patches per timed pass")
     args = parser.parse_args()
 
-    from helpkit.train.augment_spec import AUGMENTATIONS, read_size  # no TensorFlow: a typo fails at once
-
-    unknown = sorted(set(args.presets) - set(AUGMENTATIONS))
-    if unknown:
-        parser.error(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(AUGMENTATIONS)}")
-
-    import tensorflow as tf
+    import tensorflow as tf  # after parsing: a typo fails at once
 
     from helpkit.train.augment import augment
+
     rng = np.random.default_rng(0)
     batches = max(2, args.patches // args.batch)
     print(f"{os.cpu_count()} cores, TensorFlow {tf.__version__}; {batches} batches of {args.batch} patches a pass")
     print(f"{'preset':8s} {'intra':>5s} {'parallel':>8s} {'patches/s':>10s} {'ratio':>6s} {'cores':>6s} {'sys':>5s}")
     for name in args.presets:
         config = AUGMENTATIONS[name]
-        side = read_size(64, config.rescale)
+        side = read_size(PATCH, config.rescale)
         batch = tf.constant(rng.integers(0, 256, (args.batch, side, side, 3), dtype=np.uint8))
         first = None
         for intra in args.intra:
             for parallel in args.parallel:
                 dataset = tf.data.Dataset.from_tensors(batch).repeat(batches).enumerate().map(
-                    lambda i, x, c=config: augment(x, tf.stack([i, i + 1]), c, 64),
+                    lambda i, x, c=config: augment(x, tf.stack([i, i + 1]), c, PATCH),
                     num_parallel_calls=parallel, deterministic=True).prefetch(4)
                 if intra:
                     options = tf.data.Options()
