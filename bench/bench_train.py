@@ -8,7 +8,11 @@ prints patches/s and each pipeline's ratio to the in-memory baseline:
                   preset (none, flips, light, medium, strong; a preset with random rescale
                   reads its cache with the margin, ``augment_spec.read_size``);
 - slides + light: ``patch_dataset`` reading every batch from the slides (threaded OpenSlide
-                  readers, one handle per slide), with the default augmentation.
+                  readers, one handle per slide), with the default augmentation;
+- in step + PRESET (``--in-step``): the same cache batches, not augmented in tf.data, but by the
+                  training step itself (the same ``augment`` with the same per-batch seeds, run in
+                  the step's graph on the step's threads): what the augmentation costs when it
+                  does not compete with the step for the cores.
 
 Each way is timed over its second and later epochs (the first traces and compiles), over
 several interleaved rounds, best round kept, so the machine's other load hurts all alike.
@@ -33,7 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # grappler warns once per trace that it cannot cost CropAndResize
 import keras  # noqa: E402
-import numpy as np
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -48,6 +53,24 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
+
+
+class InStepAugment(keras.Model):
+    """``model`` (its layers and weights shared) trained on ((uint8 batch, seed), y, w) batches
+    that its train step augments itself."""
+
+    def __init__(self, model: keras.Model, config, patch_size: int) -> None:
+        super().__init__()
+        self.inner, self.config, self.patch_size = model, config, patch_size
+
+    def call(self, x, training: bool = False):
+        return self.inner(x, training=training)
+
+    def train_step(self, data):
+        from helpkit.train.augment import augment
+
+        (x, seed), y, w = data
+        return super().train_step((augment(x, seed, self.config, self.patch_size), y, w))
 
 
 def throughput(model: keras.Model, n: int, epochs: int, **fit_args) -> float:
@@ -78,6 +101,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per way and round (first not timed)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--augment", nargs="+", default=None, help="presets to time (default: all)")
+    parser.add_argument("--in-step", action="store_true",
+                        help="also time each preset augmented inside the training step instead of in tf.data")
     args = parser.parse_args()
 
     from helpkit.data import discover
@@ -86,7 +111,7 @@ def main() -> None:
     from helpkit.synth import make_competition
     from helpkit.train.augment_spec import AUGMENTATIONS, DEFAULT_AUGMENT, read_size
     from helpkit.train.cache import open_cache
-    from helpkit.train.dataset import SlidePatches, patch_dataset
+    from helpkit.train.dataset import SlidePatches, augment_seeds, patch_dataset
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data = args.data or make_competition(work / "competition", n_train=4, n_test=1, size=4096, seed=0)
@@ -119,11 +144,24 @@ def main() -> None:
                                 patch_size=patch_size)
         return throughput(model, n, args.epochs, x=dataset) if train else input_rate(dataset, n, args.epochs)
 
+    def in_step(source, stepper: keras.Model) -> float:
+        batches = patch_dataset(source, rows, labels, args.batch, training=True, augmentation=None)
+        dataset = tf.data.Dataset.zip(batches, augment_seeds(0)).map(lambda b, s: ((b[0], s), b[1], b[2]))
+        return throughput(stepper, n, args.epochs, x=dataset.prefetch(tf.data.AUTOTUNE))
+
+    steppers = {}
+    for name, config in presets.items() if args.in_step else ():
+        steppers[name] = InStepAugment(model, config, patch_size)
+        steppers[name].compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+
     baseline = "baseline (arrays)"
     ways = {(baseline, True): lambda: throughput(model, n, args.epochs, x=images, y=labels.astype("float32"),
                                                  batch_size=args.batch),
             **{(name, train): (lambda s=source, c=config, t=train: pipeline(s, c, t))
-               for name, (source, config) in datasets().items() for train in (True, False)}}
+               for name, (source, config) in datasets().items() for train in (True, False)},
+            **{(f"in step + {name}", True): (lambda s=caches[read_size(patch_size, presets[name].rescale)],
+                                                    m=stepper: in_step(s, m))
+               for name, stepper in steppers.items()}}
     best = dict.fromkeys(ways, 0.0)
     for _ in range(args.rounds):
         for key, run in ways.items():

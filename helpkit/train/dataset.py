@@ -129,6 +129,11 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: n / (2.0 * max(1, int((labels == c).sum()))) for c in (0, 1)}
 
 
+def augment_seeds(seed: int) -> tf.data.Dataset:
+    """The stateless seed (int64 shape [2]) of each training batch in turn: new every epoch, same for the same ``seed``."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
 def patch_dataset(
     source: PatchSource,
     rows: np.ndarray,
@@ -175,8 +180,7 @@ def patch_dataset(
     if not training:
         return ds.map(lambda x, y, w: (x, y)).prefetch(tf.data.AUTOTUNE)
     if augmentation is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
+        ds = tf.data.Dataset.zip(ds, augment_seeds(seed)).map(
             lambda batch, s: (augment(batch[0], s, augmentation, size), batch[1], batch[2]),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )
