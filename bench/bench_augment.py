@@ -10,13 +10,18 @@ the cores it kept busy (process CPU time over wall time) and the share of that C
 the kernel. ``--intra 1`` sets tf.data's ``max_intra_op_parallelism`` to 1 (each call on one thread);
 0 leaves TensorFlow's default.
 
+``--parts`` adds, after each preset, its flips and rotations alone (``preset:symmetries``), then
+every other parameter it switches on, alone with them (a margin read only for ``rescale``):
+where the preset's time goes. ``hed_scale`` and ``hed_bias`` each run Tellez's whole jitter.
+
     .venv/bin/python bench/bench_augment.py [--presets light medium strong] [--parallel 1 4 16]
-        [--intra 1 0] [--batch 64] [--patches 6400]
+        [--intra 1 0] [--batch 64] [--patches 6400] [--parts]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import time
@@ -25,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # grappler warns once per tr
 
 import numpy as np  # noqa: E402
 
-from helpkit.train.augment_spec import AUGMENTATIONS, read_size  # noqa: E402  (no TensorFlow)
+from helpkit.train.augment_spec import AUGMENTATIONS, AugmentConfig, read_size  # noqa: E402  (no TensorFlow)
 
 PATCH = 64
 """The model's patch side in pixels (a preset with rescale reads a margin around it)."""
@@ -37,6 +42,22 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, usage.ru_stime
 
 
+def cases(preset: str, parts: bool) -> dict[str, AugmentConfig]:
+    """The preset by its name, then (with ``parts``) its symmetries alone and each other parameter it
+    switches on with them, as ``preset:param``."""
+    config = AUGMENTATIONS[preset]
+    out = {preset: config}
+    if parts:
+        bare = dataclasses.replace(AugmentConfig(**{f.name: type(f.default)() for f in dataclasses.fields(config)}),
+                                   symmetries=config.symmetries)
+        out[f"{preset}:symmetries"] = bare
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            if value and field.name != "symmetries":
+                out[f"{preset}:{field.name}"] = dataclasses.replace(bare, **{field.name: value})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["light", "medium", "strong"], choices=list(AUGMENTATIONS))
@@ -45,6 +66,7 @@ def main() -> None:
                         help="tf.data max_intra_op_parallelism (0: TensorFlow's default)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--patches", type=int, default=6400, help="patches per timed pass")
+    parser.add_argument("--parts", action="store_true", help="also time each parameter of a preset alone")
     args = parser.parse_args()
 
     import tensorflow as tf  # after parsing: a typo fails at once
@@ -54,9 +76,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     batches = max(2, args.patches // args.batch)
     print(f"{os.cpu_count()} cores, TensorFlow {tf.__version__}; {batches} batches of {args.batch} patches a pass")
-    print(f"{'preset':8s} {'intra':>5s} {'parallel':>8s} {'patches/s':>10s} {'ratio':>6s} {'cores':>6s} {'sys':>5s}")
-    for name in args.presets:
-        config = AUGMENTATIONS[name]
+    print(f"{'case':24s} {'intra':>5s} {'parallel':>8s} {'patches/s':>10s} {'ratio':>6s} {'cores':>6s} {'sys':>5s}")
+    for name, config in ((n, c) for preset in args.presets for n, c in cases(preset, args.parts).items()):
         side = read_size(PATCH, config.rescale)
         batch = tf.constant(rng.integers(0, 256, (args.batch, side, side, 3), dtype=np.uint8))
         first = None
@@ -76,7 +97,7 @@ def main() -> None:
                     wall, (cpu1, sys1) = time.perf_counter() - start, cpu_seconds()
                 rate = batches * args.batch / wall
                 first = first or rate
-                print(f"{name:8s} {intra:5d} {parallel:8d} {rate:10.0f} {rate / first:6.2f} "
+                print(f"{name:24s} {intra:5d} {parallel:8d} {rate:10.0f} {rate / first:6.2f} "
                       f"{(cpu1 - cpu0) / wall:6.2f} {(sys1 - sys0) / max(cpu1 - cpu0, 1e-9):5.2f}", flush=True)
 
 

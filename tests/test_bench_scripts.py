@@ -44,3 +44,19 @@ def test_bench_augment_rejects_an_unknown_preset_in_one_line(tmp_path: Path) -> 
     result = run_bench("bench_augment.py", "--presets", "sepia", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice: 'sepia'" in result.stderr
     assert "Traceback" not in result.stderr and "tensorflow" not in result.stderr.lower()
+
+
+def test_bench_augment_parts_times_each_parameter_the_preset_switches_on(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from helpkit.train.augment_spec import AUGMENTATIONS
+
+    result = run_bench("bench_augment.py", "--presets", "medium", "--parts", "--parallel", "1", "--intra", "1",
+                       "--batch", "8", "--patches", "16", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("medium")]
+    medium = AUGMENTATIONS["medium"]
+    switched_on = [f.name for f in fields(medium) if getattr(medium, f.name) and f.name != "symmetries"]
+    assert [row[0] for row in rows] == ["medium", "medium:symmetries", *(f"medium:{name}" for name in switched_on)]
+    assert "medium:noise" not in {row[0] for row in rows}  # medium leaves noise off
+    assert all(float(row[3]) > 0 for row in rows)
