@@ -12,7 +12,9 @@ prints patches/s and each pipeline's ratio to the in-memory baseline:
 - in step + PRESET (``--in-step``): the same cache batches, not augmented in tf.data, but by the
                   training step itself (the same ``augment`` with the same per-batch seeds, run in
                   the step's graph on the step's threads): what the augmentation costs when it
-                  does not compete with the step for the cores.
+                  does not compete with the step for the cores. Compiled without XLA (JPEG and
+                  ``crop_and_resize`` have no XLA kernels), so on a GPU the jitters run on the
+                  device and those two on the host.
 
 Each way is timed over its second and later epochs (the first traces and compiles), over
 several interleaved rounds, best round kept, so the machine's other load hurts all alike.
@@ -152,7 +154,7 @@ def main() -> None:
     steppers = {}
     for name, config in presets.items() if args.in_step else ():
         steppers[name] = InStepAugment(model, config, patch_size)
-        steppers[name].compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        steppers[name].compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], jit_compile=False)
 
     baseline = "baseline (arrays)"
     ways = {(baseline, True): lambda: throughput(model, n, args.epochs, x=images, y=labels.astype("float32"),
