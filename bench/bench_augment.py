@@ -48,8 +48,7 @@ def cases(preset: str, parts: bool) -> dict[str, AugmentConfig]:
     config = AUGMENTATIONS[preset]
     out = {preset: config}
     if parts:
-        bare = dataclasses.replace(AugmentConfig(**{f.name: type(f.default)() for f in dataclasses.fields(config)}),
-                                   symmetries=config.symmetries)
+        bare = dataclasses.replace(AUGMENTATIONS["none"], symmetries=config.symmetries)  # "none": every parameter off
         out[f"{preset}:symmetries"] = bare
         for field in dataclasses.fields(config):
             value = getattr(config, field.name)

@@ -112,7 +112,7 @@ def main() -> None:
     from helpkit.slide.index import index_dataset
     from helpkit.synth import make_competition
     from helpkit.train.augment_spec import AUGMENTATIONS, DEFAULT_AUGMENT, read_size
-    from helpkit.train.cache import open_cache
+    from helpkit.train.cache import PatchCache, open_cache
     from helpkit.train.dataset import SlidePatches, augment_seeds, patch_dataset
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
@@ -135,10 +135,13 @@ def main() -> None:
     model = build(args.model, patch_size=patch_size, width=args.width)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
 
+    def cache_for(config) -> PatchCache:
+        """The cache a preset reads: with its rescale margin, if any."""
+        return caches[read_size(patch_size, config.rescale)]
+
     def datasets() -> dict[str, tuple]:
         """Each pipeline way's source and augmentation."""
-        return {**{f"cache + {name}": (caches[read_size(patch_size, config.rescale)], config)
-                   for name, config in presets.items()},
+        return {**{f"cache + {name}": (cache_for(config), config) for name, config in presets.items()},
                 f"slides + {DEFAULT_AUGMENT}": (slides_source, AUGMENTATIONS[DEFAULT_AUGMENT])}
 
     def pipeline(source, config, train: bool) -> float:
@@ -161,8 +164,7 @@ def main() -> None:
                                                  batch_size=args.batch),
             **{(name, train): (lambda s=source, c=config, t=train: pipeline(s, c, t))
                for name, (source, config) in datasets().items() for train in (True, False)},
-            **{(f"in step + {name}", True): (lambda s=caches[read_size(patch_size, presets[name].rescale)],
-                                                    m=stepper: in_step(s, m))
+            **{(f"in step + {name}", True): (lambda s=cache_for(presets[name]), m=stepper: in_step(s, m))
                for name, stepper in steppers.items()}}
     best = dict.fromkeys(ways, 0.0)
     for _ in range(args.rounds):
